@@ -1,0 +1,134 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+)
+
+// chunkHeader is the size of the chunk count stored in front of each chunk.
+const chunkHeader = 4
+
+// maxChunks is the largest chunk count a value may have (the 4 hex digits
+// of a chunk key).
+const maxChunks = 1 << 16
+
+// ChunkKey returns the key of chunk i of the value stored under base.
+func ChunkKey(base string, i int) string { return fmt.Sprintf("%s/%04x", base, i) }
+
+// ChunkPrefix returns the prefix covering every chunk of base (and nothing
+// else, since chunk keys have a fixed width).
+func ChunkPrefix(base string) string { return base + "/" }
+
+// ChunkSize returns the largest chunk payload that, with a key of keyLen
+// bytes, fits one request of l alongside nothing else.
+func (l Limits) ChunkSize(keyLen int) int {
+	return l.MaxRequestBytes - txnOverhead - opOverhead - chunkHeader - keyLen - 16
+}
+
+// ChunkOps returns the puts that store value under base in chunks of at most
+// chunkSize bytes, followed by a delete of any chunk beyond the new count
+// (left by an earlier, longer value). An empty value is one empty chunk.
+func ChunkOps(base string, value []byte, chunkSize int) ([]Op, error) {
+	if chunkSize < 1 {
+		return nil, fmt.Errorf("chunk %s: chunk size %d: %w", base, chunkSize, ErrTooLarge)
+	}
+	n := (len(value) + chunkSize - 1) / chunkSize
+	if n == 0 {
+		n = 1
+	}
+	if n > maxChunks {
+		return nil, fmt.Errorf("chunk %s: %d bytes need %d chunks of %d: %w", base, len(value), n, chunkSize, ErrTooLarge)
+	}
+	ops := make([]Op, 0, n+1)
+	for i := 0; i < n; i++ {
+		lo, hi := i*chunkSize, (i+1)*chunkSize
+		if hi > len(value) {
+			hi = len(value)
+		}
+		v := make([]byte, chunkHeader+hi-lo)
+		binary.BigEndian.PutUint32(v, uint32(n))
+		copy(v[chunkHeader:], value[lo:hi])
+		ops = append(ops, OpPut(ChunkKey(base, i), v))
+	}
+	ops = append(ops, OpDeleteRange(ChunkKey(base, n), prefixEnd(ChunkPrefix(base))))
+	return ops, nil
+}
+
+// PutChunked stores value under base in as few transactions as s.Limits()
+// allow, each carrying cmps, and returns the revision of the last one. When
+// more than one transaction is needed the write is not atomic: a failure
+// leaves some chunks written, and readers must not look at base until the
+// caller makes it visible (kvfs flips a head after all chunks landed).
+func (s *Store) PutChunked(ctx context.Context, base string, value []byte, cmps []Cmp) (int64, error) {
+	size := s.limits.ChunkSize(len(base)+5) - RequestSize(cmps, nil)
+	if size < 1 {
+		return 0, fmt.Errorf("put chunked %s: %w", base, &LimitError{Bytes: RequestSize(cmps, nil), Limits: s.limits})
+	}
+	ops, err := ChunkOps(base, value, size)
+	if err != nil {
+		return 0, err
+	}
+	batches, err := s.limits.Batches(cmps, ops)
+	if err != nil {
+		return 0, fmt.Errorf("put chunked %s: %w", base, err)
+	}
+	var rev int64
+	for _, b := range batches {
+		res, err := s.Txn(ctx, cmps, b)
+		if err != nil {
+			return 0, fmt.Errorf("put chunked %s: %w", base, err)
+		}
+		rev = res.Revision
+	}
+	return rev, nil
+}
+
+// GetChunked reassembles the value stored under base at revision rev
+// (0 = latest). It returns ErrNotFound when no chunk exists and ErrCorrupt
+// when chunks are missing or disagree about their count.
+func (s *Store) GetChunked(ctx context.Context, base string, rev int64) ([]byte, error) {
+	var (
+		out   []byte
+		n     = -1
+		index = 0
+	)
+	// Fetch a few chunks per request to bound response size.
+	_, err := s.Range(ctx, ChunkPrefix(base), RangeOptions{Rev: rev, PageSize: 8}, func(kv *KeyValue) error {
+		want := ChunkKey(base, index)
+		if kv.Key != want {
+			return fmt.Errorf("get chunked %s: found %s, want %s: %w", base, kv.Key, want, ErrCorrupt)
+		}
+		if len(kv.Value) < chunkHeader {
+			return fmt.Errorf("get chunked %s: chunk %d is %d bytes: %w", base, index, len(kv.Value), ErrCorrupt)
+		}
+		cn := int(binary.BigEndian.Uint32(kv.Value))
+		if n == -1 {
+			n = cn
+			if n < 1 || n > maxChunks {
+				return fmt.Errorf("get chunked %s: chunk count %d: %w", base, n, ErrCorrupt)
+			}
+		} else if cn != n {
+			return fmt.Errorf("get chunked %s: chunk %d says %d chunks, chunk 0 says %d: %w", base, index, cn, n, ErrCorrupt)
+		}
+		if index >= n {
+			return fmt.Errorf("get chunked %s: chunk %d beyond count %d: %w", base, index, n, ErrCorrupt)
+		}
+		out = append(out, kv.Value[chunkHeader:]...)
+		index++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n == -1 {
+		return nil, fmt.Errorf("get chunked %s: %w", base, ErrNotFound)
+	}
+	if index != n {
+		return nil, fmt.Errorf("get chunked %s: %d of %d chunks present: %w", base, index, n, ErrCorrupt)
+	}
+	if out == nil {
+		out = []byte{}
+	}
+	return out, nil
+}

@@ -1,0 +1,196 @@
+package etcdstore
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxNameLen is the longest database name allowed, in bytes (a file name on
+// Linux is at most 255 bytes).
+const MaxNameLen = 255
+
+// DefaultPrefix is the key prefix used when none is configured.
+const DefaultPrefix = "/kvfs/"
+
+// ValidateName returns a *NameError (matching ErrInvalidName) when name
+// cannot be a database name: empty, "." or "..", longer than MaxNameLen,
+// not UTF-8, or containing '/', NUL or another control byte.
+func ValidateName(name string) error {
+	reason := ""
+	switch {
+	case name == "":
+		reason = "empty"
+	case name == "." || name == "..":
+		reason = "reserved"
+	case len(name) > MaxNameLen:
+		reason = fmt.Sprintf("longer than %d bytes", MaxNameLen)
+	case !utf8.ValidString(name):
+		reason = "not valid UTF-8"
+	}
+	if reason == "" {
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if c == '/' {
+				reason = "contains '/'"
+				break
+			}
+			if c < 0x20 || c == 0x7f {
+				reason = fmt.Sprintf("contains control byte 0x%02x", c)
+				break
+			}
+		}
+	}
+	if reason != "" {
+		return &NameError{Name: name, Reason: reason}
+	}
+	return nil
+}
+
+// Keys builds every etcd key kvfs uses. The layout, for prefix P and
+// database D:
+//
+//	P db/D/head                     commit-owned head of the database
+//	P db/D/fence                    writer fence, attached to the holder's lease
+//	P db/D/handoff                  a host's request for the write lease
+//	P db/D/delta/<txid %016x>/<chunk %04x>   LTX bytes of one commit
+//	P db/D/pidx/<pgno %08x>         txid of the delta holding page pgno's newest copy
+//	P db/D/shard/<shard %08x>/<chunk %04x>   LTX of one folded page range
+//
+// Fixed-width hex makes etcd's byte order the numeric order, so a range read
+// returns txids, pages and shards ascending. Names never contain '/', so the
+// prefix of one database never covers another's keys.
+type Keys struct {
+	prefix string
+}
+
+// NewKeys returns the key builder for prefix; "" means DefaultPrefix. A
+// missing trailing '/' is added.
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return Keys{prefix: prefix}
+}
+
+// Prefix returns the configured prefix, ending in '/'.
+func (k Keys) Prefix() string { return k.prefix }
+
+// Databases is the prefix under which every database's keys live.
+func (k Keys) Databases() string { return k.prefix + "db/" }
+
+// DB is the prefix of every key of database name.
+func (k Keys) DB(name string) string { return k.prefix + "db/" + name + "/" }
+
+// Head is the key of the database's head.
+func (k Keys) Head(name string) string { return k.DB(name) + "head" }
+
+// Fence is the key of the database's writer fence.
+func (k Keys) Fence(name string) string { return k.DB(name) + "fence" }
+
+// Handoff is the key a host writes to ask the fence holder to release.
+func (k Keys) Handoff(name string) string { return k.DB(name) + "handoff" }
+
+// Deltas is the prefix of every delta of the database.
+func (k Keys) Deltas(name string) string { return k.DB(name) + "delta/" }
+
+// Delta is the chunk base (see ChunkOps) of the delta with txid.
+func (k Keys) Delta(name string, txid uint64) string {
+	return k.Deltas(name) + fmt.Sprintf("%016x", txid)
+}
+
+// PIDXs is the prefix of the database's page index rows.
+func (k Keys) PIDXs(name string) string { return k.DB(name) + "pidx/" }
+
+// PIDX is the page index row of page pgno.
+func (k Keys) PIDX(name string, pgno uint32) string {
+	return k.PIDXs(name) + fmt.Sprintf("%08x", pgno)
+}
+
+// Shards is the prefix of every shard of the database.
+func (k Keys) Shards(name string) string { return k.DB(name) + "shard/" }
+
+// Shard is the chunk base of shard number n.
+func (k Keys) Shard(name string, n uint32) string {
+	return k.Shards(name) + fmt.Sprintf("%08x", n)
+}
+
+// KeyKind says what a parsed key is.
+type KeyKind int
+
+// Key kinds returned by Keys.Parse.
+const (
+	KindUnknown KeyKind = iota
+	KindHead
+	KindFence
+	KindHandoff
+	KindDelta // a chunk of a delta
+	KindPIDX
+	KindShard // a chunk of a shard
+)
+
+// KeyInfo is what Keys.Parse learns from a key.
+type KeyInfo struct {
+	DB    string
+	Kind  KeyKind
+	TXID  uint64 // KindDelta
+	Pgno  uint32 // KindPIDX
+	Shard uint32 // KindShard
+	Chunk int    // KindDelta, KindShard
+}
+
+// Parse decodes a key built by k. ok is false for a key outside the layout.
+func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
+	rest, found := strings.CutPrefix(key, k.Databases())
+	if !found {
+		return info, false
+	}
+	name, rest, found := strings.Cut(rest, "/")
+	if !found || ValidateName(name) != nil {
+		return info, false
+	}
+	info.DB = name
+	parts := strings.Split(rest, "/")
+	hex := func(s string, width, bits int) (uint64, bool) {
+		if len(s) != width {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(s, 16, bits)
+		return v, err == nil
+	}
+	switch {
+	case len(parts) == 1 && parts[0] == "head":
+		info.Kind = KindHead
+	case len(parts) == 1 && parts[0] == "fence":
+		info.Kind = KindFence
+	case len(parts) == 1 && parts[0] == "handoff":
+		info.Kind = KindHandoff
+	case len(parts) == 3 && parts[0] == "delta":
+		txid, ok1 := hex(parts[1], 16, 64)
+		chunk, ok2 := hex(parts[2], 4, 16)
+		if !ok1 || !ok2 {
+			return info, false
+		}
+		info.Kind, info.TXID, info.Chunk = KindDelta, txid, int(chunk)
+	case len(parts) == 2 && parts[0] == "pidx":
+		pgno, ok1 := hex(parts[1], 8, 32)
+		if !ok1 {
+			return info, false
+		}
+		info.Kind, info.Pgno = KindPIDX, uint32(pgno)
+	case len(parts) == 3 && parts[0] == "shard":
+		n, ok1 := hex(parts[1], 8, 32)
+		chunk, ok2 := hex(parts[2], 4, 16)
+		if !ok1 || !ok2 {
+			return info, false
+		}
+		info.Kind, info.Shard, info.Chunk = KindShard, uint32(n), int(chunk)
+	default:
+		return info, false
+	}
+	return info, true
+}
