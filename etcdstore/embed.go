@@ -33,8 +33,9 @@ type EmbedConfig struct {
 	// DataDir holds etcd's data, its log, the lock and the endpoint file.
 	// Required; created if missing.
 	DataDir string
-	// ClientURL is where clients connect: "" picks a free loopback port;
-	// "unix:///path/to.sock" listens on a unix socket.
+	// ClientURL is where clients connect, "http://127.0.0.1:PORT"; "" picks
+	// a free loopback port. (etcd accepts unix sockets only as relative
+	// "unix://name:port" paths, so kvfs does not offer them.)
 	ClientURL string
 	// Limits are the request limits the server enforces; zero fields take
 	// etcd's defaults (DefaultLimits).
@@ -130,7 +131,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("start embedded etcd: %w", ctx.Err())
 	}
 	em := &Embedded{etcd: e, dir: cfg.DataDir, lock: lock}
-	em.info = EndpointInfo{Endpoints: clientEndpoints(e, cfg.ClientURL), PID: os.Getpid(), Limits: cfg.Limits}
+	em.info = EndpointInfo{Endpoints: clientEndpoints(e), PID: os.Getpid(), Limits: cfg.Limits}
 	if err := em.writeEndpointFile(); err != nil {
 		em.Close()
 		return nil, err
@@ -164,10 +165,6 @@ func startEtcd(cfg EmbedConfig) (*embed.Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client url %q: %w", clientURL, err)
 	}
-	if cu.Scheme == "unix" || cu.Scheme == "unixs" {
-		// A stale socket from a crashed run blocks the listener.
-		_ = os.Remove(cu.Host + cu.Path)
-	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -186,10 +183,7 @@ func startEtcd(cfg EmbedConfig) (*embed.Etcd, error) {
 	return embed.StartEtcd(ec)
 }
 
-func clientEndpoints(e *embed.Etcd, configured string) []string {
-	if strings.HasPrefix(configured, "unix") {
-		return []string{configured}
-	}
+func clientEndpoints(e *embed.Etcd) []string {
 	var out []string
 	for _, l := range e.Clients {
 		out = append(out, "http://"+l.Addr().String())

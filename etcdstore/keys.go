@@ -156,7 +156,7 @@ func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
 	info.DB = name
 	parts := strings.Split(rest, "/")
 	hex := func(s string, width, bits int) (uint64, bool) {
-		if len(s) != width {
+		if len(s) != width || strings.ToLower(s) != s {
 			return 0, false
 		}
 		v, err := strconv.ParseUint(s, 16, bits)

@@ -27,7 +27,7 @@ func DefaultLimits() Limits {
 // Config says how to reach etcd.
 type Config struct {
 	// Endpoints are the client URLs, e.g. "http://127.0.0.1:2379" or
-	// "unix:///run/kvfs/etcd.sock". Required.
+	// "https://etcd-1.internal:2379". Required.
 	Endpoints []string
 	// DialTimeout bounds Open's check that etcd answers (default 5 s).
 	DialTimeout time.Duration

@@ -1,0 +1,129 @@
+package etcdstore
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateName(t *testing.T) {
+	good := []string{"app.db", "a", ".hidden", "with space", "ünïcode.db", strings.Repeat("x", MaxNameLen), "-journal", "a.db-wal"}
+	for _, n := range good {
+		if err := ValidateName(n); err != nil {
+			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
+		}
+	}
+	bad := map[string]string{
+		"":                                "empty",
+		".":                               "reserved",
+		"..":                              "reserved",
+		"a/b":                             "'/'",
+		"/":                               "'/'",
+		"nul\x00byte":                     "0x00",
+		"tab\tname":                       "0x09",
+		"new\nline":                       "0x0a",
+		"del\x7f":                         "0x7f",
+		"bad\xffutf8":                     "UTF-8",
+		strings.Repeat("x", MaxNameLen+1): "longer",
+	}
+	for n, reason := range bad {
+		err := ValidateName(n)
+		var ne *NameError
+		if !errors.As(err, &ne) || !errors.Is(err, ErrInvalidName) {
+			t.Errorf("ValidateName(%q) = %v, want *NameError", n, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), reason) {
+			t.Errorf("ValidateName(%q) = %q, want mention of %q", n, err, reason)
+		}
+	}
+}
+
+func TestKeysLayout(t *testing.T) {
+	k := NewKeys("")
+	if k.Prefix() != "/kvfs/" || NewKeys("/x").Prefix() != "/x/" {
+		t.Fatalf("prefixes: %q %q", k.Prefix(), NewKeys("/x").Prefix())
+	}
+	// The layout is a contract with data already in etcd: pin it.
+	want := map[string]string{
+		k.Head("app.db"):                   "/kvfs/db/app.db/head",
+		k.Fence("app.db"):                  "/kvfs/db/app.db/fence",
+		k.Handoff("app.db"):                "/kvfs/db/app.db/handoff",
+		ChunkKey(k.Delta("app.db", 42), 3): "/kvfs/db/app.db/delta/000000000000002a/0003",
+		k.PIDX("app.db", 7):                "/kvfs/db/app.db/pidx/00000007",
+		ChunkKey(k.Shard("app.db", 2), 0):  "/kvfs/db/app.db/shard/00000002/0000",
+	}
+	for got, w := range want {
+		if got != w {
+			t.Errorf("key %q, want %q", got, w)
+		}
+	}
+	// A database's prefix never covers another database's keys.
+	if strings.HasPrefix(k.Head("ab"), k.DB("a")) {
+		t.Fatal("prefix of db a covers db ab")
+	}
+	// Fixed-width hex: byte order is numeric order.
+	if !(k.PIDX("d", 9) < k.PIDX("d", 10) && k.Delta("d", 255) < k.Delta("d", 256)) {
+		t.Fatal("keys not in numeric order")
+	}
+}
+
+func TestKeysParse(t *testing.T) {
+	k := NewKeys("/p/")
+	cases := []struct {
+		key  string
+		want KeyInfo
+	}{
+		{k.Head("a"), KeyInfo{DB: "a", Kind: KindHead}},
+		{k.Fence("a"), KeyInfo{DB: "a", Kind: KindFence}},
+		{k.Handoff("a"), KeyInfo{DB: "a", Kind: KindHandoff}},
+		{ChunkKey(k.Delta("a", 1<<40), 5), KeyInfo{DB: "a", Kind: KindDelta, TXID: 1 << 40, Chunk: 5}},
+		{k.PIDX("a", 1<<31), KeyInfo{DB: "a", Kind: KindPIDX, Pgno: 1 << 31}},
+		{ChunkKey(k.Shard("a", 9), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, Chunk: 0xffff}},
+	}
+	for _, c := range cases {
+		got, ok := k.Parse(c.key)
+		if !ok || got != c.want {
+			t.Errorf("Parse(%q) = %+v %v, want %+v", c.key, got, ok, c.want)
+		}
+	}
+	for _, bad := range []string{"", "/p/", "/p/db/", "/p/db/a", "/p/db/a/", "/p/db/a/heads", "/q/db/a/head",
+		"/p/db/a/pidx/7", "/p/db/a/pidx/0000000A", "/p/db/a/pidx/0000000g", "/p/db/a/delta/0000000000000001", "/p/db/a/delta/0000000000000001/1",
+		"/p/db/a\x01/head", "/p/db/a/shard/00000001/0000/x"} {
+		if info, ok := k.Parse(bad); ok {
+			t.Errorf("Parse(%q) = %+v, want not ok", bad, info)
+		}
+	}
+}
+
+func FuzzKeysParse(f *testing.F) {
+	k := NewKeys("")
+	f.Add(k.Head("a"))
+	f.Add(ChunkKey(k.Delta("db", 3), 1))
+	f.Add(k.PIDX("x", 5))
+	f.Fuzz(func(t *testing.T, key string) {
+		info, ok := k.Parse(key)
+		if !ok {
+			return
+		}
+		// Anything Parse accepts is rebuilt to the same key.
+		var rebuilt string
+		switch info.Kind {
+		case KindHead:
+			rebuilt = k.Head(info.DB)
+		case KindFence:
+			rebuilt = k.Fence(info.DB)
+		case KindHandoff:
+			rebuilt = k.Handoff(info.DB)
+		case KindDelta:
+			rebuilt = ChunkKey(k.Delta(info.DB, info.TXID), info.Chunk)
+		case KindPIDX:
+			rebuilt = k.PIDX(info.DB, info.Pgno)
+		case KindShard:
+			rebuilt = ChunkKey(k.Shard(info.DB, info.Shard), info.Chunk)
+		}
+		if rebuilt != key {
+			t.Fatalf("Parse(%q) = %+v, rebuilt %q", key, info, rebuilt)
+		}
+	})
+}
