@@ -37,9 +37,7 @@ func (s *Store) Status(ctx context.Context) ([]MemberStatus, error) {
 			Endpoint: ep, MemberID: resp.Header.MemberId, Leader: resp.Leader, Version: resp.Version,
 			Revision: resp.Header.Revision, DBSize: resp.DbSize, DBSizeInUse: resp.DbSizeInUse,
 		}
-		for _, e := range resp.Errors {
-			st.Alarms = append(st.Alarms, e)
-		}
+		st.Alarms = append(st.Alarms, resp.Errors...)
 		out = append(out, st)
 	}
 	if len(out) == 0 {
