@@ -53,6 +53,7 @@ func ValidateName(name string) error {
 //
 //	P db/D/head                     commit-owned head of the database
 //	P db/D/fence                    writer fence, attached to the holder's lease
+//	P db/D/generation               last fence generation handed out (not leased)
 //	P db/D/handoff                  a host's request for the write lease
 //	P db/D/delta/<txid %016x>/<chunk %04x>   LTX bytes of one commit
 //	P db/D/pidx/<pgno %08x>         txid of the delta holding page pgno's newest copy
@@ -92,6 +93,10 @@ func (k Keys) Head(name string) string { return k.DB(name) + "head" }
 // Fence is the key of the database's writer fence.
 func (k Keys) Fence(name string) string { return k.DB(name) + "fence" }
 
+// Generation is the key holding the last fence generation handed out; it
+// outlives the fence key, which vanishes with its lease.
+func (k Keys) Generation(name string) string { return k.DB(name) + "generation" }
+
 // Handoff is the key a host writes to ask the fence holder to release.
 func (k Keys) Handoff(name string) string { return k.DB(name) + "handoff" }
 
@@ -127,6 +132,7 @@ const (
 	KindUnknown KeyKind = iota
 	KindHead
 	KindFence
+	KindGeneration
 	KindHandoff
 	KindDelta // a chunk of a delta
 	KindPIDX
@@ -167,6 +173,8 @@ func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
 		info.Kind = KindHead
 	case len(parts) == 1 && parts[0] == "fence":
 		info.Kind = KindFence
+	case len(parts) == 1 && parts[0] == "generation":
+		info.Kind = KindGeneration
 	case len(parts) == 1 && parts[0] == "handoff":
 		info.Kind = KindHandoff
 	case len(parts) == 3 && parts[0] == "delta":

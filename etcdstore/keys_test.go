@@ -77,6 +77,7 @@ func TestKeysParse(t *testing.T) {
 		{k.Head("a"), KeyInfo{DB: "a", Kind: KindHead}},
 		{k.Fence("a"), KeyInfo{DB: "a", Kind: KindFence}},
 		{k.Handoff("a"), KeyInfo{DB: "a", Kind: KindHandoff}},
+		{k.Generation("a"), KeyInfo{DB: "a", Kind: KindGeneration}},
 		{ChunkKey(k.Delta("a", 1<<40), 5), KeyInfo{DB: "a", Kind: KindDelta, TXID: 1 << 40, Chunk: 5}},
 		{k.PIDX("a", 1<<31), KeyInfo{DB: "a", Kind: KindPIDX, Pgno: 1 << 31}},
 		{ChunkKey(k.Shard("a", 9), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, Chunk: 0xffff}},
@@ -115,6 +116,8 @@ func FuzzKeysParse(f *testing.F) {
 			rebuilt = k.Fence(info.DB)
 		case KindHandoff:
 			rebuilt = k.Handoff(info.DB)
+		case KindGeneration:
+			rebuilt = k.Generation(info.DB)
 		case KindDelta:
 			rebuilt = ChunkKey(k.Delta(info.DB, info.TXID), info.Chunk)
 		case KindPIDX:
