@@ -1,0 +1,163 @@
+package ltx
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	sltx "github.com/superfly/ltx"
+)
+
+// Blob gives random access to the pages of one encoded blob without decoding
+// the others. OpenBlob checks the blob's structure (header, trailer, page
+// index, frame layout); ReadPage checks the one frame it decodes. Neither
+// verifies the file checksum, which covers every page: a flipped bit inside
+// a page's compressed data, the timestamp or a checksum field can go
+// unnoticed. Use Verify or Decode when the bytes are not already trusted.
+//
+// A Blob keeps a reference to the bytes given to OpenBlob; they must not
+// change while the Blob is in use. A Blob is safe for concurrent use.
+type Blob struct {
+	b     []byte
+	hdr   Header
+	pgnos []uint32 // ascending
+	offs  []int    // offs[i] is the offset of page pgnos[i]'s frame; offs[len(pgnos)] is the end of the page block
+}
+
+// OpenBlob parses the header, trailer and page index of b. It checks that
+// the header and trailer are valid, that the index records ascending page
+// numbers allowed by the header (see the package documentation) and that
+// their frames tile the page block exactly, from the end of the header to
+// the end-of-pages marker. It does not decompress any page. Problems return
+// an error matching ErrCorrupt.
+func OpenBlob(b []byte) (*Blob, error) {
+	if len(b) < minBlobSize {
+		return nil, corruptf("open blob", "%d bytes, want at least %d", len(b), minBlobSize)
+	}
+	sh, err := parseHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	var tr sltx.Trailer
+	if err := tr.UnmarshalBinary(b[len(b)-sltx.TrailerSize:]); err != nil {
+		return nil, corrupt("read trailer", err)
+	}
+	if err := checkTrailer(sh, tr); err != nil {
+		return nil, err
+	}
+
+	// Locate the index from its size field, just before the trailer.
+	sizeAt := len(b) - indexTailSize
+	isize := binary.BigEndian.Uint64(b[sizeAt:])
+	endOfPages := sizeAt - sltx.PageHeaderSize - int(min(isize, uint64(sizeAt)))
+	if isize == 0 || isize > uint64(sizeAt) || endOfPages < sltx.HeaderSize {
+		return nil, corruptf("read page index", "index size %d does not fit in a %d-byte blob", isize, len(b))
+	}
+	if !isZero(b[endOfPages : endOfPages+sltx.PageHeaderSize]) {
+		return nil, corruptf("read page index", "no end-of-pages marker at offset %d", endOfPages)
+	}
+	indexAt := endOfPages + sltx.PageHeaderSize
+
+	// The index must cover every frame, back to back. Each frame holds at
+	// least frameHeaderSize+1 bytes, which bounds the number of entries.
+	blob := &Blob{b: b, hdr: headerFromSLTX(sh, tr)}
+	maxPages := (endOfPages - sltx.HeaderSize) / (frameHeaderSize + 1)
+	blob.pgnos = make([]uint32, 0, min(maxPages, int(isize)/3))
+	blob.offs = make([]int, 0, min(maxPages, int(isize)/3)+1)
+	order := newPageOrder(sh)
+	off := int64(sltx.HeaderSize)
+	ir := bytes.NewReader(b[indexAt : sizeAt+8])
+	err = parseIndex(ir, maxFrameSize(sh.PageSize), func(pgno uint32, o, size int64) error {
+		if err := order.next(pgno); err != nil {
+			return err
+		}
+		if o != off {
+			return fmt.Errorf("page %d frame at offset %d, want %d", pgno, o, off)
+		}
+		if size > int64(endOfPages)-off {
+			return fmt.Errorf("page %d frame [%d,+%d) overruns the page block ending at %d", pgno, o, size, endOfPages)
+		}
+		blob.pgnos = append(blob.pgnos, pgno)
+		blob.offs = append(blob.offs, int(o))
+		off += size
+		return nil
+	})
+	if err != nil {
+		return nil, corrupt("read page index", err)
+	}
+	if ir.Len() != 0 {
+		return nil, corruptf("read page index", "%d bytes after the index size field", ir.Len())
+	}
+	if off != int64(endOfPages) {
+		return nil, corruptf("read page index", "frames end at offset %d, page block ends at %d", off, endOfPages)
+	}
+	if err := order.done(); err != nil {
+		return nil, corrupt("read page index", err)
+	}
+	blob.offs = append(blob.offs, endOfPages)
+	return blob, nil
+}
+
+// Header returns the blob's header.
+func (b *Blob) Header() Header { return b.hdr }
+
+// Pgnos returns the page numbers in the blob, ascending, in a new slice.
+func (b *Blob) Pgnos() []uint32 { return slices.Clone(b.pgnos) }
+
+// Has reports whether the blob holds page pgno.
+func (b *Blob) Has(pgno uint32) bool {
+	_, ok := slices.BinarySearch(b.pgnos, pgno)
+	return ok
+}
+
+// Len returns the number of pages in the blob.
+func (b *Blob) Len() int { return len(b.pgnos) }
+
+// Size returns the size of the encoded blob in bytes.
+func (b *Blob) Size() int { return len(b.b) }
+
+// ReadPage decodes page pgno into dst and returns it: dst[:PageSize] if dst
+// has the capacity, otherwise a new slice. It decodes only that page's
+// frame, checking that the frame's page header names pgno, that its size
+// field matches the index and that it decompresses to exactly one page.
+// It returns ErrPageNotFound if the blob does not hold pgno, and an error
+// matching ErrCorrupt if the frame is bad.
+func (b *Blob) ReadPage(pgno uint32, dst []byte) ([]byte, error) {
+	i, ok := slices.BinarySearch(b.pgnos, pgno)
+	if !ok {
+		return nil, fmt.Errorf("read page %d: %w", pgno, ErrPageNotFound)
+	}
+	frame := b.b[b.offs[i]:b.offs[i+1]] // at least frameHeaderSize+1 bytes, checked by OpenBlob
+	op := func() string { return fmt.Sprintf("read page %d at offset %d", pgno, b.offs[i]) }
+	var ph sltx.PageHeader
+	if err := ph.UnmarshalBinary(frame); err != nil {
+		return nil, corrupt(op(), err)
+	}
+	if ph.Pgno != pgno || ph.Flags != sltx.PageHeaderFlagSize {
+		return nil, corruptf(op(), "frame header says page %d flags 0x%04x", ph.Pgno, ph.Flags)
+	}
+	if size := binary.BigEndian.Uint32(frame[sltx.PageHeaderSize:]); uint64(size) != uint64(len(frame)-frameHeaderSize) {
+		return nil, corruptf(op(), "compressed size %d, index says %d", size, len(frame)-frameHeaderSize)
+	}
+	ps := int(b.hdr.PageSize)
+	if cap(dst) >= ps {
+		dst = dst[:ps]
+	} else {
+		dst = make([]byte, ps)
+	}
+	if err := decompressPage(frame[frameHeaderSize:], dst); err != nil {
+		return nil, corrupt(op(), err)
+	}
+	return dst, nil
+}
+
+// isZero reports whether b is all zero bytes.
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
