@@ -51,12 +51,13 @@ func ValidateName(name string) error {
 // Keys builds every etcd key kvfs uses. The layout, for prefix P and
 // database D:
 //
+//	P catalog/D                     the database exists (value: creation time)
 //	P db/D/head                     commit-owned head of the database
 //	P db/D/fence                    writer fence, attached to the holder's lease
 //	P db/D/generation               last fence generation handed out (not leased)
 //	P db/D/handoff                  a host's request for the write lease
 //	P db/D/delta/<txid %016x>/<chunk %04x>   LTX bytes of one commit
-//	P db/D/pidx/<pgno %08x>         txid of the delta holding page pgno's newest copy
+//	P db/D/pidx/<txid %016x>/<chunk %04x>    page numbers in delta txid still live there
 //	P db/D/shard/<shard %08x>/<chunk %04x>   LTX of one folded page range
 //
 // Fixed-width hex makes etcd's byte order the numeric order, so a range read
@@ -80,6 +81,13 @@ func NewKeys(prefix string) Keys {
 
 // Prefix returns the configured prefix, ending in '/'.
 func (k Keys) Prefix() string { return k.prefix }
+
+// Catalog is the prefix of the catalog: one small key per database, so
+// listing databases does not scan their data.
+func (k Keys) Catalog() string { return k.prefix + "catalog/" }
+
+// CatalogEntry is database name's catalog key.
+func (k Keys) CatalogEntry(name string) string { return k.Catalog() + name }
 
 // Databases is the prefix under which every database's keys live.
 func (k Keys) Databases() string { return k.prefix + "db/" }
@@ -111,9 +119,11 @@ func (k Keys) Delta(name string, txid uint64) string {
 // PIDXs is the prefix of the database's page index rows.
 func (k Keys) PIDXs(name string) string { return k.DB(name) + "pidx/" }
 
-// PIDX is the page index row of page pgno.
-func (k Keys) PIDX(name string, pgno uint32) string {
-	return k.PIDXs(name) + fmt.Sprintf("%08x", pgno)
+// PIDX is the chunk base of the page index row of delta txid: the page
+// numbers whose copy in that delta is still live (not yet folded into a
+// shard). A commit writes one row; compaction rewrites or deletes it.
+func (k Keys) PIDX(name string, txid uint64) string {
+	return k.PIDXs(name) + fmt.Sprintf("%016x", txid)
 }
 
 // Shards is the prefix of every shard of the database.
@@ -143,10 +153,9 @@ const (
 type KeyInfo struct {
 	DB    string
 	Kind  KeyKind
-	TXID  uint64 // KindDelta
-	Pgno  uint32 // KindPIDX
+	TXID  uint64 // KindDelta, KindPIDX
 	Shard uint32 // KindShard
-	Chunk int    // KindDelta, KindShard
+	Chunk int    // KindDelta, KindPIDX, KindShard
 }
 
 // Parse decodes a key built by k. ok is false for a key outside the layout.
@@ -184,12 +193,13 @@ func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
 			return info, false
 		}
 		info.Kind, info.TXID, info.Chunk = KindDelta, txid, int(chunk)
-	case len(parts) == 2 && parts[0] == "pidx":
-		pgno, ok1 := hex(parts[1], 8, 32)
-		if !ok1 {
+	case len(parts) == 3 && parts[0] == "pidx":
+		txid, ok1 := hex(parts[1], 16, 64)
+		chunk, ok2 := hex(parts[2], 4, 16)
+		if !ok1 || !ok2 {
 			return info, false
 		}
-		info.Kind, info.Pgno = KindPIDX, uint32(pgno)
+		info.Kind, info.TXID, info.Chunk = KindPIDX, txid, int(chunk)
 	case len(parts) == 3 && parts[0] == "shard":
 		n, ok1 := hex(parts[1], 8, 32)
 		chunk, ok2 := hex(parts[2], 4, 16)

@@ -50,7 +50,7 @@ func TestKeysLayout(t *testing.T) {
 		k.Fence("app.db"):                  "/kvfs/db/app.db/fence",
 		k.Handoff("app.db"):                "/kvfs/db/app.db/handoff",
 		ChunkKey(k.Delta("app.db", 42), 3): "/kvfs/db/app.db/delta/000000000000002a/0003",
-		k.PIDX("app.db", 7):                "/kvfs/db/app.db/pidx/00000007",
+		ChunkKey(k.PIDX("app.db", 7), 0):   "/kvfs/db/app.db/pidx/0000000000000007/0000",
 		ChunkKey(k.Shard("app.db", 2), 0):  "/kvfs/db/app.db/shard/00000002/0000",
 	}
 	for got, w := range want {
@@ -63,7 +63,7 @@ func TestKeysLayout(t *testing.T) {
 		t.Fatal("prefix of db a covers db ab")
 	}
 	// Fixed-width hex: byte order is numeric order.
-	if !(k.PIDX("d", 9) < k.PIDX("d", 10) && k.Delta("d", 255) < k.Delta("d", 256)) {
+	if !(k.PIDX("d", 9) < k.PIDX("d", 10) && k.Delta("d", 255) < k.Delta("d", 256) && k.Shard("d", 15) < k.Shard("d", 16)) {
 		t.Fatal("keys not in numeric order")
 	}
 }
@@ -79,7 +79,7 @@ func TestKeysParse(t *testing.T) {
 		{k.Handoff("a"), KeyInfo{DB: "a", Kind: KindHandoff}},
 		{k.Generation("a"), KeyInfo{DB: "a", Kind: KindGeneration}},
 		{ChunkKey(k.Delta("a", 1<<40), 5), KeyInfo{DB: "a", Kind: KindDelta, TXID: 1 << 40, Chunk: 5}},
-		{k.PIDX("a", 1<<31), KeyInfo{DB: "a", Kind: KindPIDX, Pgno: 1 << 31}},
+		{ChunkKey(k.PIDX("a", 1<<31), 2), KeyInfo{DB: "a", Kind: KindPIDX, TXID: 1 << 31, Chunk: 2}},
 		{ChunkKey(k.Shard("a", 9), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, Chunk: 0xffff}},
 	}
 	for _, c := range cases {
@@ -89,7 +89,7 @@ func TestKeysParse(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "/p/", "/p/db/", "/p/db/a", "/p/db/a/", "/p/db/a/heads", "/q/db/a/head",
-		"/p/db/a/pidx/7", "/p/db/a/pidx/0000000A", "/p/db/a/pidx/0000000g", "/p/db/a/delta/0000000000000001", "/p/db/a/delta/0000000000000001/1",
+		"/p/db/a/pidx/7", "/p/db/a/pidx/000000000000000A/0000", "/p/db/a/pidx/0000000000000001", "/p/db/a/pidx/0000000g", "/p/db/a/delta/0000000000000001", "/p/db/a/delta/0000000000000001/1",
 		"/p/db/a\x01/head", "/p/db/a/shard/00000001/0000/x"} {
 		if info, ok := k.Parse(bad); ok {
 			t.Errorf("Parse(%q) = %+v, want not ok", bad, info)
@@ -101,7 +101,7 @@ func FuzzKeysParse(f *testing.F) {
 	k := NewKeys("")
 	f.Add(k.Head("a"))
 	f.Add(ChunkKey(k.Delta("db", 3), 1))
-	f.Add(k.PIDX("x", 5))
+	f.Add(ChunkKey(k.PIDX("x", 5), 0))
 	f.Fuzz(func(t *testing.T, key string) {
 		info, ok := k.Parse(key)
 		if !ok {
@@ -121,7 +121,7 @@ func FuzzKeysParse(f *testing.F) {
 		case KindDelta:
 			rebuilt = ChunkKey(k.Delta(info.DB, info.TXID), info.Chunk)
 		case KindPIDX:
-			rebuilt = k.PIDX(info.DB, info.Pgno)
+			rebuilt = ChunkKey(k.PIDX(info.DB, info.TXID), info.Chunk)
 		case KindShard:
 			rebuilt = ChunkKey(k.Shard(info.DB, info.Shard), info.Chunk)
 		}
