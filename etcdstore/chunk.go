@@ -132,3 +132,17 @@ func (s *Store) GetChunked(ctx context.Context, base string, rev int64) ([]byte,
 	}
 	return out, nil
 }
+
+// DecodeChunk splits one chunk's stored value into the chunk count of its
+// value and its payload; watchers use it to read a one-chunk value from an
+// event without another request.
+func DecodeChunk(v []byte) (count int, payload []byte, err error) {
+	if len(v) < chunkHeader {
+		return 0, nil, fmt.Errorf("decode chunk: %d bytes: %w", len(v), ErrCorrupt)
+	}
+	n := int(binary.BigEndian.Uint32(v))
+	if n < 1 || n > maxChunks {
+		return 0, nil, fmt.Errorf("decode chunk: count %d: %w", n, ErrCorrupt)
+	}
+	return n, v[chunkHeader:], nil
+}

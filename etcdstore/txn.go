@@ -189,3 +189,7 @@ func (s *Store) Txn(ctx context.Context, cmps []Cmp, ops []Op) (TxnResult, error
 
 // prefixEnd returns the first key after every key with prefix.
 func prefixEnd(prefix string) string { return clientv3.GetPrefixRangeEnd(prefix) }
+
+// PrefixEnd returns the first key after every key with prefix, for
+// OpDeleteRange and RangeOptions.End.
+func PrefixEnd(prefix string) string { return prefixEnd(prefix) }

@@ -1,0 +1,281 @@
+package pager
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/ltx"
+)
+
+// reserveBytes is the part of a request kept free of delta chunks in a
+// fast-path commit, for the page index row, the head and the compares.
+const reserveBytes = 64 << 10
+
+// testHookStaged, when set by a test, runs before staged batch i and, with
+// i equal to the number of batches, before the head flip.
+var testHookStaged func(i int)
+
+// CommitInfo describes a commit that landed.
+type CommitInfo struct {
+	Head   Head
+	Staged bool // written in several transactions before the head flip
+	Txns   int  // etcd transactions used
+	Bytes  int  // LTX bytes of the delta
+}
+
+// Commit makes the transaction durable in etcd and visible: one fenced
+// transaction when it fits etcd's limits, otherwise staged transactions and
+// a final head flip. It returns only after etcd acknowledged the head.
+// Whatever happens the transaction is finished: on error nothing of it is
+// visible and the database stays at its last committed head.
+//
+// Errors: ErrFenced (lease lost), ErrConflict (head moved), *QuotaError,
+// ErrInvalidWrite (file size not a whole number of pages), or a store error
+// (etcdstore.ErrUnavailable when etcd's answer stayed unknown, ErrNoSpace).
+func (tx *Tx) Commit(ctx context.Context) (CommitInfo, error) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return CommitInfo{}, ErrTxDone
+	}
+	defer tx.finishLocked()
+	info, err := tx.commitLocked(ctx)
+	if err != nil {
+		return info, fmt.Errorf("commit %s: %w", tx.db.name, err)
+	}
+	return info, nil
+}
+
+func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
+	db, keys := tx.db, tx.db.p.keys
+	if tx.pageSize == 0 {
+		return CommitInfo{Head: tx.base}, nil // nothing written
+	}
+	ps := int64(tx.pageSize)
+	if tx.size%ps != 0 {
+		return CommitInfo{}, fmt.Errorf("file size %d is not a whole number of %d-byte pages: %w", tx.size, ps, ErrInvalidWrite)
+	}
+	pages := uint32(tx.size / ps)
+	// Pages exposed by growth and not written read as zeros; store them so
+	// that no older copy above a past shrink can come back.
+	zero := make([]byte, ps)
+	for p := tx.base.Pages + 1; p <= pages; p++ {
+		if !tx.dirty.has(p) && p != lockPgno(tx.pageSize) {
+			if err := tx.dirty.put(p, zero, ltx.FrameSize(zero)); err != nil {
+				return CommitInfo{}, err
+			}
+		}
+	}
+	pgnos := tx.dirty.pgnos()
+	if len(pgnos) == 0 && pages == tx.base.Pages {
+		return CommitInfo{Head: tx.base}, nil
+	}
+	txid := tx.base.TXID + 1
+	head := Head{
+		TXID: txid, Generation: tx.fence.Generation(), PageSize: tx.pageSize, Pages: pages,
+		UsedBytes: tx.base.UsedBytes, Timestamp: now().UnixMilli(),
+	}
+
+	// Encode the delta.
+	var blob, row []byte
+	if len(pgnos) > 0 {
+		var buf bytes.Buffer
+		w, err := ltx.NewWriter(&buf, ltx.Header{
+			PageSize: tx.pageSize, Commit: pages, MinTXID: ltx.TXID(txid), MaxTXID: ltx.TXID(txid),
+			Timestamp: time.UnixMilli(head.Timestamp),
+		})
+		if err != nil {
+			return CommitInfo{}, fmt.Errorf("encode delta: %w", err)
+		}
+		page := make([]byte, ps)
+		for _, p := range pgnos {
+			if _, err := tx.dirty.get(p, page); err != nil {
+				return CommitInfo{}, err
+			}
+			if err := w.WritePage(p, page); err != nil {
+				return CommitInfo{}, fmt.Errorf("encode delta page %d: %w", p, err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			return CommitInfo{}, fmt.Errorf("encode delta: %w", err)
+		}
+		blob = buf.Bytes()
+		row = encodePgnos(pgnos)
+		head.UsedBytes += int64(len(blob) + len(row))
+	}
+	if max := tx.quota.MaxBytes; max > 0 && head.UsedBytes > max && head.UsedBytes > tx.base.UsedBytes {
+		return CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: head.UsedBytes, Max: max}
+	}
+	if max := tx.quota.MaxPages; max > 0 && int64(pages) > max && pages > tx.base.Pages {
+		return CommitInfo{}, &QuotaError{DB: db.name, What: "pages", Used: int64(pages), Max: max}
+	}
+
+	fenceCmps, err := tx.fence.Cmps()
+	if err != nil {
+		return CommitInfo{}, fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	cmps := append(fenceCmps[:len(fenceCmps):len(fenceCmps)], etcdstore.CmpModRevision(keys.Head(db.name), tx.baseRev))
+
+	limits := db.p.store.Limits()
+	deltaKey, rowKey := keys.Delta(db.name, txid), keys.PIDX(db.name, txid)
+	var stage []etcdstore.Op
+	if blob != nil {
+		ops, err := etcdstore.ChunkOps(deltaKey, blob, limits.ChunkSize(len(deltaKey)+5)-reserveBytes)
+		if err != nil {
+			return CommitInfo{}, err
+		}
+		stage = append(stage, ops...)
+		ops, err = etcdstore.ChunkOps(rowKey, row, limits.ChunkSize(len(rowKey)+5)-reserveBytes)
+		if err != nil {
+			return CommitInfo{}, err
+		}
+		stage = append(stage, ops...)
+	} else {
+		// No delta: make sure no orphan of an unfinished commit with this
+		// txid becomes visible with the head.
+		stage = append(stage,
+			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(deltaKey)),
+			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
+	}
+	flip := []etcdstore.Op{etcdstore.OpPut(keys.Head(db.name), head.marshal())}
+	info := CommitInfo{Head: head, Bytes: len(blob)}
+
+	var rev int64
+	if all := append(stage[:len(stage):len(stage)], flip...); limits.Fits(cmps, all) {
+		info.Txns = 1
+		res, err := db.p.store.Txn(ctx, cmps, all)
+		if rev, err = tx.flipResult(ctx, res, err, cmps, head); err != nil {
+			return CommitInfo{}, err
+		}
+	} else {
+		// Staged: chunks and the row under the reserved txid, invisible
+		// until the head flips; a failure leaves only orphans.
+		info.Staged = true
+		batches, err := limits.Batches(cmps, stage)
+		if err != nil {
+			return CommitInfo{}, err
+		}
+		for i, b := range batches {
+			if testHookStaged != nil {
+				testHookStaged(i)
+			}
+			if _, err := db.p.store.Txn(ctx, cmps, b); err != nil {
+				return CommitInfo{}, tx.commitFailed(ctx, err, nil, head)
+			}
+			info.Txns++
+		}
+		if testHookStaged != nil {
+			testHookStaged(len(batches))
+		}
+		info.Txns++
+		res, err := db.p.store.Txn(ctx, cmps, flip)
+		if rev, err = tx.flipResult(ctx, res, err, cmps, head); err != nil {
+			return CommitInfo{}, err
+		}
+	}
+	tx.landed(head, rev, pgnos, blob)
+	return info, nil
+}
+
+// landed publishes a commit in this host's state.
+func (tx *Tx) landed(head Head, rev int64, pgnos []uint32, blob []byte) {
+	db := tx.db
+	if len(pgnos) > 0 {
+		db.idx.add(head.TXID, pgnos)
+		if b, err := ltx.OpenBlob(blob); err == nil {
+			db.p.blobs.put(blobKey{tx.inc, head.TXID}, b)
+		}
+	}
+	db.mu.Lock()
+	if rev > db.headRev {
+		db.head, db.headRev = head, rev
+	}
+	db.mu.Unlock()
+}
+
+// commitFailed turns a failed staging write into the error to report.
+func (tx *Tx) commitFailed(_ context.Context, err error, _ []etcdstore.Cmp, _ Head) error {
+	if errors.Is(err, etcdstore.ErrCompareFailed) {
+		err = tx.db.classifyWriteErr(err, tx.baseRev)
+		tx.db.markStale(err)
+	}
+	return err
+}
+
+// flipResult returns the revision of a head flip, or the error to report.
+// When etcd's answer was lost it learns whether the flip landed.
+func (tx *Tx) flipResult(ctx context.Context, res etcdstore.TxnResult, err error, cmps []etcdstore.Cmp, head Head) (int64, error) {
+	if err == nil {
+		return res.Revision, nil
+	}
+	if !errors.Is(err, etcdstore.ErrUnavailable) {
+		return 0, tx.commitFailed(ctx, err, cmps, head)
+	}
+	landed, rev, rerr := tx.resolve(ctx, cmps, head)
+	if rerr != nil {
+		tx.db.markStale(rerr)
+		return 0, fmt.Errorf("%w (and whether it landed is unknown: %v)", err, rerr)
+	}
+	if landed {
+		tx.db.p.log.Info("commit landed despite a lost answer", "db", tx.db.name, "txid", head.TXID)
+		return rev, nil
+	}
+	return 0, err
+}
+
+// resolve learns whether a head flip whose answer was lost landed. If the
+// head still is the base, it re-puts the base head under the same compares:
+// once that succeeds the lost transaction can never apply (its head compare
+// is stale), so it did not land.
+func (tx *Tx) resolve(ctx context.Context, cmps []etcdstore.Cmp, head Head) (bool, int64, error) {
+	db, key := tx.db, tx.db.p.keys.Head(tx.db.name)
+	ctx, cancel := context.WithTimeout(ctx, db.p.opts.ResolveTimeout)
+	defer cancel()
+	var last error
+	for backoff := 50 * time.Millisecond; ; backoff = min(backoff*2, time.Second) {
+		kv, _, err := db.p.store.Get(ctx, key, 0)
+		if err == nil {
+			cur, perr := parseHead(kv.Value)
+			switch {
+			case perr != nil:
+				return false, 0, perr
+			case kv.ModRevision != tx.baseRev:
+				if cur.TXID == head.TXID && cur.Generation == head.Generation && cur.Timestamp == head.Timestamp {
+					return true, kv.ModRevision, nil
+				}
+				return false, 0, nil // someone else moved the head: ours never lands
+			}
+			_, err = db.p.store.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(key, kv.Value)})
+			if err == nil || errors.Is(err, etcdstore.ErrCompareFailed) && !isFenceFailure(err, key, tx.baseRev) {
+				if err == nil {
+					return false, 0, nil
+				}
+				continue // the head moved meanwhile: look again
+			}
+			if errors.Is(err, etcdstore.ErrCompareFailed) {
+				return false, 0, nil // fenced: the lost txn carried the same fence
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return false, 0, fmt.Errorf("resolve commit: %w", last)
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// isFenceFailure reports whether a compare failure left the head at baseRev
+// (so the fence, not the head, failed).
+func isFenceFailure(err error, headKey string, baseRev int64) bool {
+	var ce *etcdstore.CompareError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	cur := ce.Current[headKey]
+	return cur != nil && cur.ModRevision == baseRev
+}

@@ -1,0 +1,442 @@
+package pager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/ltx"
+)
+
+// Database is one open database. Its methods are safe for concurrent use;
+// at most one write transaction is open at a time.
+type Database struct {
+	p    *Pager
+	name string
+	refs int // guarded by p.mu
+
+	mu      sync.Mutex
+	head    Head
+	headRev int64 // mod revision of the head key
+	inc     int64 // create revision of the head key: this incarnation
+	idx     *pageIndex
+	fence   Fence
+	tx      *Tx
+	stale   bool // state may be behind etcd: reload before the next use
+	removed bool
+	pins    int // open snapshots
+
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+}
+
+func newDatabase(p *Pager, name string) *Database {
+	return &Database{p: p, name: name, idx: newPageIndex()}
+}
+
+// Name returns the database name.
+func (db *Database) Name() string { return db.name }
+
+// Close releases this handle; the last Close stops following etcd.
+func (db *Database) Close() error {
+	db.p.release(db)
+	return nil
+}
+
+func (db *Database) markRemoved() {
+	db.mu.Lock()
+	db.removed = true
+	db.mu.Unlock()
+}
+
+func (db *Database) isRemoved() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.removed
+}
+
+// load reads the head and the page index rows at one revision and starts
+// following later changes.
+func (db *Database) load(ctx context.Context) error {
+	db.stopFollowing()
+	keys, store := db.p.keys, db.p.store
+	kv, rev, err := store.Get(ctx, keys.Head(db.name), 0)
+	if errors.Is(err, etcdstore.ErrNotFound) {
+		return fmt.Errorf("open %s: %w", db.name, ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("open %s: %w", db.name, err)
+	}
+	head, err := parseHead(kv.Value)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", db.name, err)
+	}
+	idx := newPageIndex()
+	if err := db.loadRows(ctx, idx, rev, head.TXID); err != nil {
+		return fmt.Errorf("open %s: %w", db.name, err)
+	}
+	db.mu.Lock()
+	db.head, db.headRev, db.inc, db.idx, db.stale = head, kv.ModRevision, kv.CreateRevision, idx, false
+	db.mu.Unlock()
+	db.startFollowing(rev + 1)
+	return nil
+}
+
+// loadRows reads every page index row with txid ≤ maxTXID at rev into idx.
+// Rows above are orphans of an unfinished staged commit.
+func (db *Database) loadRows(ctx context.Context, idx *pageIndex, rev int64, maxTXID uint64) error {
+	keys := db.p.keys
+	var (
+		cur    uint64
+		chunks [][]byte
+		want   int
+	)
+	flush := func() error {
+		if chunks == nil {
+			return nil
+		}
+		if len(chunks) != want {
+			return fmt.Errorf("page index row %d: %d of %d chunks: %w", cur, len(chunks), want, ErrCorrupt)
+		}
+		var row []byte
+		for _, c := range chunks {
+			row = append(row, c...)
+		}
+		pgnos, err := decodePgnos(row)
+		if err != nil {
+			return fmt.Errorf("page index row %d: %w", cur, err)
+		}
+		idx.add(cur, pgnos)
+		chunks = nil
+		return nil
+	}
+	_, err := db.p.store.Range(ctx, keys.PIDXs(db.name), etcdstore.RangeOptions{Rev: rev}, func(kv *etcdstore.KeyValue) error {
+		info, ok := keys.Parse(kv.Key)
+		if !ok || info.Kind != etcdstore.KindPIDX {
+			return fmt.Errorf("unexpected key %q: %w", kv.Key, ErrCorrupt)
+		}
+		if info.TXID > maxTXID {
+			return nil
+		}
+		if info.TXID != cur || chunks == nil {
+			if err := flush(); err != nil {
+				return err
+			}
+			cur = info.TXID
+		}
+		n, payload, err := etcdstore.DecodeChunk(kv.Value)
+		if err != nil || info.Chunk != len(chunks) {
+			return fmt.Errorf("page index row %d chunk %d: %w", info.TXID, info.Chunk, ErrCorrupt)
+		}
+		want = n
+		chunks = append(chunks, payload)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// startFollowing watches the database's keys from rev, applying commits of
+// other hosts (head and page index rows) as they land.
+func (db *Database) startFollowing(rev int64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	db.mu.Lock()
+	db.stopWatch, db.watchDone = cancel, done
+	db.mu.Unlock()
+	go func() {
+		defer close(done)
+		for b := range db.p.store.Watch(ctx, db.p.keys.DB(db.name), rev) {
+			if b.Err != nil {
+				// Missed history: reload on next use.
+				db.p.log.Warn("following database stopped", "db", db.name, "err", b.Err)
+				db.mu.Lock()
+				db.stale = true
+				db.mu.Unlock()
+				return
+			}
+			db.apply(ctx, b)
+		}
+	}()
+}
+
+// apply applies one watch batch: page index rows first, then the head, so
+// a head never points at rows this host has not indexed.
+func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
+	keys := db.p.keys
+	var newHead *Head
+	var newRev int64
+	for _, ev := range b.Events {
+		info, ok := keys.Parse(ev.KV.Key)
+		if !ok {
+			continue
+		}
+		switch {
+		case info.Kind == etcdstore.KindPIDX && ev.Type == etcdstore.EventDelete && info.Chunk == 0:
+			db.idx.remove(info.TXID)
+		case info.Kind == etcdstore.KindPIDX && ev.Type == etcdstore.EventPut:
+			n, payload, err := etcdstore.DecodeChunk(ev.KV.Value)
+			if err != nil {
+				db.markStale(err)
+				continue
+			}
+			if n == 1 {
+				pgnos, err := decodePgnos(payload)
+				if err != nil {
+					db.markStale(err)
+					continue
+				}
+				db.idx.add(info.TXID, pgnos)
+			} else if info.Chunk == n-1 {
+				row, err := db.p.store.GetChunked(ctx, keys.PIDX(db.name, info.TXID), ev.KV.ModRevision)
+				if err == nil {
+					var pgnos []uint32
+					if pgnos, err = decodePgnos(row); err == nil {
+						db.idx.add(info.TXID, pgnos)
+					}
+				}
+				if err != nil {
+					db.markStale(err)
+				}
+			}
+		case info.Kind == etcdstore.KindHead && ev.Type == etcdstore.EventPut:
+			h, err := parseHead(ev.KV.Value)
+			if err != nil {
+				db.markStale(err)
+				continue
+			}
+			newHead, newRev = &h, ev.KV.ModRevision
+		case info.Kind == etcdstore.KindHead && ev.Type == etcdstore.EventDelete:
+			db.markRemoved()
+		}
+	}
+	if newHead != nil {
+		db.mu.Lock()
+		if newRev > db.headRev {
+			db.head, db.headRev = *newHead, newRev
+		}
+		db.mu.Unlock()
+	}
+}
+
+func (db *Database) markStale(err error) {
+	db.p.log.Warn("database state stale", "db", db.name, "err", err)
+	db.mu.Lock()
+	db.stale = true
+	db.mu.Unlock()
+}
+
+func (db *Database) stopFollowing() {
+	db.mu.Lock()
+	stop, done := db.stopWatch, db.watchDone
+	db.stopWatch, db.watchDone = nil, nil
+	db.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// refresh reloads the database state when following etcd broke.
+func (db *Database) refresh(ctx context.Context) error {
+	db.mu.Lock()
+	stale, removed := db.stale, db.removed
+	db.mu.Unlock()
+	if removed {
+		return fmt.Errorf("database %s: %w", db.name, ErrNotFound)
+	}
+	if stale {
+		return db.load(ctx)
+	}
+	return nil
+}
+
+// Head returns the latest committed head this host knows.
+func (db *Database) Head() Head {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.head
+}
+
+// Acquire makes this host the database's writer under f: it deletes the
+// orphans an unfinished staged commit of a previous writer left (deltas and
+// page index rows above the head, in one fenced transaction) and reloads the
+// state, so this host's page index is authoritative.
+func (db *Database) Acquire(ctx context.Context, f Fence) error {
+	cmps, err := f.Cmps()
+	if err != nil {
+		return fmt.Errorf("acquire %s: %w: %w", db.name, ErrFenced, err)
+	}
+	db.mu.Lock()
+	if db.tx != nil {
+		db.mu.Unlock()
+		return fmt.Errorf("acquire %s: %w", db.name, ErrTxOpen)
+	}
+	db.mu.Unlock()
+	keys := db.p.keys
+	kv, _, err := db.p.store.Get(ctx, keys.Head(db.name), 0)
+	if errors.Is(err, etcdstore.ErrNotFound) {
+		return fmt.Errorf("acquire %s: %w", db.name, ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("acquire %s: %w", db.name, err)
+	}
+	head, err := parseHead(kv.Value)
+	if err != nil {
+		return fmt.Errorf("acquire %s: %w", db.name, err)
+	}
+	first := fmt.Sprintf("%016x", head.TXID+1)
+	_, err = db.p.store.Txn(ctx,
+		append(cmps, etcdstore.CmpModRevision(keys.Head(db.name), kv.ModRevision)),
+		[]etcdstore.Op{
+			etcdstore.OpDeleteRange(keys.Deltas(db.name)+first, etcdstore.PrefixEnd(keys.Deltas(db.name))),
+			etcdstore.OpDeleteRange(keys.PIDXs(db.name)+first, etcdstore.PrefixEnd(keys.PIDXs(db.name))),
+		})
+	if err != nil {
+		return fmt.Errorf("acquire %s: delete orphans: %w", db.name, db.classifyWriteErr(err, kv.ModRevision))
+	}
+	if err := db.load(ctx); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	db.fence = f
+	db.mu.Unlock()
+	return nil
+}
+
+// Release stops writing under the current fence (the caller releases the
+// lease itself). It fails with ErrTxOpen while a transaction is open.
+func (db *Database) Release() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.tx != nil {
+		return ErrTxOpen
+	}
+	db.fence = nil
+	return nil
+}
+
+// Writable reports whether the database has a fence (Acquire succeeded).
+func (db *Database) Writable() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.fence != nil
+}
+
+// classifyWriteErr turns a failed compare into ErrFenced or ErrConflict:
+// the head unchanged means the fence failed; a head written under another
+// generation means another writer took over.
+func (db *Database) classifyWriteErr(err error, baseRev int64) error {
+	var ce *etcdstore.CompareError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	cur := ce.Current[db.p.keys.Head(db.name)]
+	if cur == nil {
+		return fmt.Errorf("%w: database removed: %w", ErrConflict, err)
+	}
+	if cur.ModRevision == baseRev {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	if h, perr := parseHead(cur.Value); perr == nil {
+		db.mu.Lock()
+		f := db.fence
+		db.mu.Unlock()
+		if f != nil && h.Generation != f.Generation() {
+			return fmt.Errorf("%w: generation %d committed txid %d: %w", ErrFenced, h.Generation, h.TXID, err)
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrConflict, err)
+}
+
+// Snapshot pins the latest committed state this host knows. Reads through it
+// see exactly that txid until Close, whatever commits land meanwhile.
+func (db *Database) Snapshot(ctx context.Context) (*Snapshot, error) {
+	if err := db.refresh(ctx); err != nil {
+		return nil, err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.pins++
+	return &Snapshot{db: db, head: db.head, rev: db.headRev, inc: db.inc}, nil
+}
+
+// Stats describes a database's in-memory state.
+type Stats struct {
+	Head      Head
+	Rows      int // page index rows (deltas with live pages)
+	Pages     int // pages indexed in deltas
+	Snapshots int // open snapshots
+	Writable  bool
+	TxOpen    bool
+}
+
+// Stats returns the database's in-memory state.
+func (db *Database) Stats() Stats {
+	rows, pages := db.idx.len()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return Stats{Head: db.head, Rows: rows, Pages: pages, Snapshots: db.pins, Writable: db.fence != nil, TxOpen: db.tx != nil}
+}
+
+// readPage reads page pgno as of txid into dst (one page long). Pages not
+// stored anywhere (past the end, the lock page) read as zeros.
+func (db *Database) readPage(ctx context.Context, inc int64, rev int64, head Head, pgno uint32, dst []byte) error {
+	if pgno == 0 || pgno > head.Pages || pgno == lockPgno(head.PageSize) {
+		clear(dst)
+		return nil
+	}
+	txid, ok := db.idx.lookup(pgno, head.TXID)
+	if !ok {
+		return fmt.Errorf("read %s page %d at txid %d: no stored copy: %w", db.name, pgno, head.TXID, ErrCorrupt)
+	}
+	pk := pageKey{inc, txid, pgno}
+	if b, ok := db.p.pages.get(pk); ok {
+		copy(dst, b)
+		return nil
+	}
+	bk := blobKey{inc, txid}
+	blob, ok := db.p.blobs.get(bk)
+	if !ok {
+		var err error
+		blob, err = db.p.fetch.do(bk, func() (*ltx.Blob, error) {
+			b, err := db.p.store.GetChunked(ctx, db.p.keys.Delta(db.name, txid), rev)
+			if err != nil {
+				return nil, fmt.Errorf("read %s delta %d: %w", db.name, txid, err)
+			}
+			blob, err := ltx.OpenBlob(b)
+			if err != nil {
+				return nil, fmt.Errorf("read %s delta %d: %w: %w", db.name, txid, ErrCorrupt, err)
+			}
+			db.p.blobs.put(bk, blob)
+			return blob, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	page, err := blob.ReadPage(pgno, dst[:0:len(dst)])
+	if err != nil {
+		return fmt.Errorf("read %s page %d from delta %d: %w: %w", db.name, pgno, txid, ErrCorrupt, err)
+	}
+	if &page[0] != &dst[0] {
+		copy(dst, page)
+	}
+	db.p.pages.put(pk, append([]byte(nil), dst...))
+	return nil
+}
+
+// lockPgno returns the page holding byte 0x40000000, which SQLite never
+// writes; 0 when the page size is unknown.
+func lockPgno(pageSize uint32) uint32 {
+	if pageSize == 0 {
+		return 0
+	}
+	return 0x40000000/pageSize + 1
+}
+
+// now is the pager's clock, for timestamps.
+var now = time.Now

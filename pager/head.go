@@ -1,0 +1,51 @@
+package pager
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Head is a database's committed state, stored as JSON at Keys.Head. Every
+// commit replaces it in the same etcd transaction that writes the commit's
+// delta and page index row, comparing the head's mod revision; readers see
+// a commit exactly when they see its head.
+type Head struct {
+	// TXID is the last committed transaction; 0 for a database never written.
+	TXID uint64 `json:"txid"`
+	// Generation is the fence generation of the writer of TXID.
+	Generation uint64 `json:"generation"`
+	// PageSize is the database page size; 0 until the first commit.
+	PageSize uint32 `json:"page_size"`
+	// Pages is the database size in pages.
+	Pages uint32 `json:"pages"`
+	// UsedBytes is the bytes the database stores in etcd: deltas, page
+	// index rows and shards.
+	UsedBytes int64 `json:"used_bytes"`
+	// Timestamp is the commit time, Unix milliseconds.
+	Timestamp int64 `json:"ts"`
+}
+
+// Size returns the database size in bytes.
+func (h Head) Size() int64 { return int64(h.Pages) * int64(h.PageSize) }
+
+func (h Head) marshal() []byte {
+	b, err := json.Marshal(h)
+	if err != nil {
+		panic(err) // a struct of integers always marshals
+	}
+	return b
+}
+
+func parseHead(b []byte) (Head, error) {
+	var h Head
+	if err := json.Unmarshal(b, &h); err != nil {
+		return h, fmt.Errorf("parse head: %v: %w", err, ErrCorrupt)
+	}
+	if h.PageSize != 0 && (h.PageSize < 512 || h.PageSize > 65536 || h.PageSize&(h.PageSize-1) != 0) {
+		return h, fmt.Errorf("parse head: page size %d: %w", h.PageSize, ErrCorrupt)
+	}
+	if h.TXID == 0 && h.Pages != 0 {
+		return h, fmt.Errorf("parse head: %d pages at txid 0: %w", h.Pages, ErrCorrupt)
+	}
+	return h, nil
+}

@@ -1,0 +1,295 @@
+package pager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/ltx"
+)
+
+// Fence proves this host holds a database's write lease; fence.Lease
+// implements it. The pager puts Cmps into every write transaction, so a
+// holder that lost its lease lands nothing.
+type Fence interface {
+	// Cmps returns the compares every write must carry, or an error when
+	// the lease is already known to be lost.
+	Cmps() ([]etcdstore.Cmp, error)
+	// Generation returns the lease's fence generation.
+	Generation() uint64
+}
+
+// Quota limits one database. Zero fields mean unlimited.
+type Quota struct {
+	// MaxBytes limits Head.UsedBytes: the bytes the database stores in etcd.
+	MaxBytes int64
+	// MaxPages limits the database size in pages.
+	MaxPages int64
+}
+
+// Options configure a Pager.
+type Options struct {
+	// Store is the etcd connection. Required.
+	Store *etcdstore.Store
+	// Keys is the key layout (prefix). Zero value: etcdstore.DefaultPrefix.
+	Keys etcdstore.Keys
+	// PageCacheBytes bounds the decoded-page cache (default 64 MiB).
+	PageCacheBytes int64
+	// BlobCacheBytes bounds the cache of fetched LTX blobs (default 64 MiB).
+	BlobCacheBytes int64
+	// DirtyMemBytes is how much of a write transaction stays in memory
+	// before pages spill to the spool (default 64 MiB).
+	DirtyMemBytes int64
+	// SpoolDir holds spool files of large transactions (default os.TempDir()).
+	SpoolDir string
+	// Quota applies to every database unless QuotaFor overrides it.
+	Quota Quota
+	// QuotaFor returns a database's quota; nil means Quota for all.
+	QuotaFor func(db string) Quota
+	// ResolveTimeout bounds how long a commit whose outcome etcd left
+	// unknown keeps trying to learn it (default 30 s).
+	ResolveTimeout time.Duration
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Pager opens databases stored under one etcd prefix. It is safe for
+// concurrent use; each database is opened once per Pager and shared.
+type Pager struct {
+	opts   Options
+	store  *etcdstore.Store
+	keys   etcdstore.Keys
+	log    *slog.Logger
+	pages  *lru[pageKey, []byte]
+	blobs  *lru[blobKey, *ltx.Blob]
+	fetch  flight
+	mu     sync.Mutex
+	dbs    map[string]*Database
+	closed bool
+}
+
+// pageKey names a decoded page: database incarnation (the head key's create
+// revision, new for a re-created database), txid of its delta, page number.
+type pageKey struct {
+	inc  int64
+	txid uint64
+	pgno uint32
+}
+
+type blobKey struct {
+	inc  int64
+	txid uint64
+}
+
+// New returns a Pager.
+func New(opts Options) (*Pager, error) {
+	if opts.Store == nil {
+		return nil, errors.New("pager: no store")
+	}
+	if opts.Keys == (etcdstore.Keys{}) {
+		opts.Keys = etcdstore.NewKeys("")
+	}
+	if opts.PageCacheBytes <= 0 {
+		opts.PageCacheBytes = 64 << 20
+	}
+	if opts.BlobCacheBytes <= 0 {
+		opts.BlobCacheBytes = 64 << 20
+	}
+	if opts.DirtyMemBytes <= 0 {
+		opts.DirtyMemBytes = 64 << 20
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = os.TempDir()
+	}
+	if opts.ResolveTimeout <= 0 {
+		opts.ResolveTimeout = 30 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Pager{
+		opts: opts, store: opts.Store, keys: opts.Keys, log: log,
+		pages: newLRU[pageKey](opts.PageCacheBytes, func(b []byte) int64 { return int64(len(b)) + 64 }),
+		blobs: newLRU[blobKey](opts.BlobCacheBytes, func(b *ltx.Blob) int64 { return int64(b.Size()) + 256 }),
+		dbs:   make(map[string]*Database),
+	}, nil
+}
+
+func (p *Pager) quota(db string) Quota {
+	if p.opts.QuotaFor != nil {
+		return p.opts.QuotaFor(db)
+	}
+	return p.opts.Quota
+}
+
+// Create creates an empty database (txid 0, no pages). It returns ErrExists
+// when it exists and an error matching etcdstore.ErrInvalidName for a bad
+// name.
+func (p *Pager) Create(ctx context.Context, name string) error {
+	if err := etcdstore.ValidateName(name); err != nil {
+		return err
+	}
+	head := Head{Timestamp: time.Now().UnixMilli()}
+	_, err := p.store.Txn(ctx,
+		[]etcdstore.Cmp{etcdstore.CmpAbsent(p.keys.Head(name))},
+		[]etcdstore.Op{
+			etcdstore.OpPut(p.keys.Head(name), head.marshal()),
+			etcdstore.OpPut(p.keys.CatalogEntry(name), []byte(strconv.FormatInt(head.Timestamp, 10))),
+		})
+	if errors.Is(err, etcdstore.ErrCompareFailed) {
+		return fmt.Errorf("create %s: %w", name, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	return nil
+}
+
+// List returns the names of every database, sorted.
+func (p *Pager) List(ctx context.Context) ([]string, error) {
+	var names []string
+	prefix := p.keys.Catalog()
+	_, err := p.store.Range(ctx, prefix, etcdstore.RangeOptions{KeysOnly: true}, func(kv *etcdstore.KeyValue) error {
+		names = append(names, kv.Key[len(prefix):])
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
+	}
+	return names, nil
+}
+
+// Remove deletes a database and all its data in one transaction fenced by
+// f. Open handles of it fail afterwards.
+func (p *Pager) Remove(ctx context.Context, name string, f Fence) error {
+	if err := etcdstore.ValidateName(name); err != nil {
+		return err
+	}
+	cmps, err := f.Cmps()
+	if err != nil {
+		return fmt.Errorf("remove %s: %w: %w", name, ErrFenced, err)
+	}
+	if _, _, err := p.store.Get(ctx, p.keys.Head(name), 0); errors.Is(err, etcdstore.ErrNotFound) {
+		return fmt.Errorf("remove %s: %w", name, ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	_, err = p.store.Txn(ctx, cmps, []etcdstore.Op{
+		etcdstore.OpDeletePrefix(p.keys.DB(name)),
+		etcdstore.OpDelete(p.keys.CatalogEntry(name)),
+	})
+	if errors.Is(err, etcdstore.ErrCompareFailed) {
+		return fmt.Errorf("remove %s: %w: %w", name, ErrFenced, err)
+	}
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	p.mu.Lock()
+	if db := p.dbs[name]; db != nil {
+		db.markRemoved()
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// Open returns the database, read-only until Acquire. It returns ErrNotFound
+// when it does not exist. Every Open needs a Close.
+func (p *Pager) Open(ctx context.Context, name string) (*Database, error) {
+	if err := etcdstore.ValidateName(name); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if db := p.dbs[name]; db != nil && !db.isRemoved() {
+		db.refs++
+		p.mu.Unlock()
+		return db, nil
+	}
+	p.mu.Unlock()
+
+	db := newDatabase(p, name)
+	if err := db.load(ctx); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if other := p.dbs[name]; other != nil && !other.isRemoved() {
+		// Another Open won the race; use its instance.
+		other.refs++
+		db.stopFollowing()
+		return other, nil
+	}
+	db.refs = 1
+	p.dbs[name] = db
+	return db, nil
+}
+
+// release drops one reference to db, closing it at zero.
+func (p *Pager) release(db *Database) {
+	p.mu.Lock()
+	db.refs--
+	last := db.refs <= 0
+	if last && p.dbs[db.name] == db {
+		delete(p.dbs, db.name)
+	}
+	p.mu.Unlock()
+	if last {
+		db.stopFollowing()
+	}
+}
+
+// Close closes every open database.
+func (p *Pager) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	dbs := p.dbs
+	p.dbs = map[string]*Database{}
+	p.mu.Unlock()
+	for _, db := range dbs {
+		db.stopFollowing()
+	}
+	return nil
+}
+
+// flight deduplicates concurrent fetches of one blob.
+type flight struct {
+	mu    sync.Mutex
+	calls map[blobKey]*flightCall
+}
+
+type flightCall struct {
+	done chan struct{}
+	blob *ltx.Blob
+	err  error
+}
+
+func (f *flight) do(k blobKey, fn func() (*ltx.Blob, error)) (*ltx.Blob, error) {
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = make(map[blobKey]*flightCall)
+	}
+	if c, ok := f.calls[k]; ok {
+		f.mu.Unlock()
+		<-c.done
+		return c.blob, c.err
+	}
+	c := &flightCall{done: make(chan struct{})}
+	f.calls[k] = c
+	f.mu.Unlock()
+	c.blob, c.err = fn()
+	close(c.done)
+	f.mu.Lock()
+	delete(f.calls, k)
+	f.mu.Unlock()
+	return c.blob, c.err
+}

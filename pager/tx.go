@@ -1,0 +1,288 @@
+package pager
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	"github.com/kvfs/kvfs/ltx"
+)
+
+// sqliteMagic starts every SQLite database file.
+var sqliteMagic = []byte("SQLite format 3\x00")
+
+// Tx is a database's open write transaction: the pages written since Begin,
+// on top of the head it began from. Nothing reaches etcd before Commit.
+// Its methods are safe for concurrent use.
+//
+// Writes are file-style (WriteAt) or whole pages (WritePage). A write that
+// covers part of a page is a read-modify-write of that page. The first
+// write of a database without a page size must start at offset 0 with a
+// SQLite header, which sets the page size; a later write of page 1 that
+// changes the page size fails with ErrInvalidWrite (VACUUM into another
+// page size is not supported).
+type Tx struct {
+	mu       sync.Mutex
+	db       *Database
+	base     Head
+	baseRev  int64
+	inc      int64
+	fence    Fence
+	pageSize uint32
+	size     int64
+	dirty    *dirtySet
+	quota    Quota
+	done     bool
+}
+
+// Begin opens the write transaction. It fails with ErrReadOnly without a
+// fence (see Acquire) and ErrTxOpen while another is open.
+func (db *Database) Begin(ctx context.Context) (*Tx, error) {
+	if err := db.refresh(ctx); err != nil {
+		return nil, err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.fence == nil {
+		return nil, fmt.Errorf("begin %s: %w", db.name, ErrReadOnly)
+	}
+	if db.tx != nil {
+		return nil, fmt.Errorf("begin %s: %w", db.name, ErrTxOpen)
+	}
+	tx := &Tx{
+		db: db, base: db.head, baseRev: db.headRev, inc: db.inc, fence: db.fence,
+		pageSize: db.head.PageSize, size: db.head.Size(), quota: db.p.quota(db.name),
+	}
+	tx.dirty = newDirtySet(int(tx.pageSize), db.p.opts.DirtyMemBytes, db.p.opts.SpoolDir)
+	db.tx = tx
+	return tx, nil
+}
+
+// Base returns the head the transaction started from.
+func (tx *Tx) Base() Head { return tx.base }
+
+// PageSize returns the page size, 0 until the first write of a new database.
+func (tx *Tx) PageSize() uint32 {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.pageSize
+}
+
+// Size returns the file size in bytes as the transaction sees it.
+func (tx *Tx) Size() int64 {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.size
+}
+
+// DirtyPages returns the number of pages written.
+func (tx *Tx) DirtyPages() int {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.dirty.len()
+}
+
+// ReadPage reads page pgno as the transaction sees it.
+func (tx *Tx) ReadPage(ctx context.Context, pgno uint32, dst []byte) error {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return ErrTxDone
+	}
+	return tx.readPageLocked(ctx, pgno, dst[:tx.pageSize])
+}
+
+func (tx *Tx) readPageLocked(ctx context.Context, pgno uint32, dst []byte) error {
+	if ok, err := tx.dirty.get(pgno, dst); ok || err != nil {
+		return err
+	}
+	if int64(pgno) > tx.size/int64(tx.pageSize) && int64(pgno-1)*int64(tx.pageSize) >= tx.size {
+		clear(dst)
+		return nil
+	}
+	return tx.db.readPage(ctx, tx.inc, tx.baseRev, tx.base, pgno, dst)
+}
+
+// ReadAt reads as from the file the transaction has written so far.
+func (tx *Tx) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return 0, ErrTxDone
+	}
+	return readAt(p, off, tx.size, tx.pageSize, func(pgno uint32, dst []byte) error {
+		return tx.readPageLocked(ctx, pgno, dst)
+	})
+}
+
+// WritePage writes one whole page.
+func (tx *Tx) WritePage(ctx context.Context, pgno uint32, data []byte) error {
+	if pgno == 0 {
+		return fmt.Errorf("write page 0: %w", ErrInvalidWrite)
+	}
+	_, err := tx.WriteAt(ctx, data, int64(pgno-1)*int64(len(data)))
+	return err
+}
+
+// WriteAt writes p at off, extending the file as needed.
+func (tx *Tx) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return 0, ErrTxDone
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("write at %d: %w", off, ErrInvalidWrite)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if tx.pageSize == 0 {
+		ps, err := headerPageSize(p, off)
+		if err != nil {
+			return 0, err
+		}
+		tx.pageSize = ps
+		tx.dirty = newDirtySet(int(ps), tx.db.p.opts.DirtyMemBytes, tx.db.p.opts.SpoolDir)
+	}
+	ps := int64(tx.pageSize)
+	if off == 0 && len(p) >= 18 {
+		if got, err := headerPageSize(p, 0); err == nil && got != tx.pageSize {
+			return 0, fmt.Errorf("write page 1: page size %d, database has %d (changing the page size is not supported): %w",
+				got, tx.pageSize, ErrInvalidWrite)
+		}
+	}
+	end := off + int64(len(p))
+	if last := (end + ps - 1) / ps; tx.quota.MaxPages > 0 && last > tx.quota.MaxPages && last > int64(tx.base.Pages) {
+		return 0, &QuotaError{DB: tx.db.name, What: "pages", Used: last, Max: tx.quota.MaxPages}
+	}
+	if end > int64(^uint32(0))*ps {
+		return 0, fmt.Errorf("write at %d: beyond the largest database: %w", off, ErrInvalidWrite)
+	}
+	page := make([]byte, ps)
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		pgno := uint32(pos/ps) + 1
+		in := int(pos % ps)
+		k := len(p) - n
+		if k > int(ps)-in {
+			k = int(ps) - in
+		}
+		if k < int(ps) {
+			if err := tx.readPageLocked(ctx, pgno, page); err != nil {
+				return n, err
+			}
+		}
+		copy(page[in:], p[n:n+k])
+		if err := tx.putPage(ctx, pgno, page); err != nil {
+			return n, err
+		}
+		n += k
+		if pos+int64(k) > tx.size {
+			tx.size = pos + int64(k)
+		}
+	}
+	return n, nil
+}
+
+// putPage stores a dirty page, enforcing the byte quota.
+func (tx *Tx) putPage(ctx context.Context, pgno uint32, page []byte) error {
+	if pgno == lockPgno(tx.pageSize) {
+		// SQLite never writes the lock page; anyone else gets zeros back.
+		return nil
+	}
+	frame := ltx.FrameSize(page)
+	if max := tx.quota.MaxBytes; max > 0 {
+		old := 0
+		if tx.dirty.has(pgno) {
+			old = tx.dirty.frames[pgno]
+		}
+		used := tx.base.UsedBytes + tx.dirty.estimate() - int64(old) + int64(frame) + commitOverhead
+		if used > max {
+			// A write that puts back the committed content (SQLite rolling
+			// back after SQLITE_FULL) is always accepted: it undoes dirt.
+			if tx.restoresBase(ctx, pgno, page) {
+				tx.dirty.drop(pgno)
+				return nil
+			}
+			return &QuotaError{DB: tx.db.name, What: "bytes", Used: used, Max: max}
+		}
+	}
+	return tx.dirty.put(pgno, page, frame)
+}
+
+// commitOverhead approximates the bytes of a commit beyond its page frames:
+// LTX header, trailer and index, and the page index row.
+const commitOverhead = 256
+
+func (tx *Tx) restoresBase(ctx context.Context, pgno uint32, page []byte) bool {
+	if pgno > tx.base.Pages {
+		return false
+	}
+	base := make([]byte, tx.pageSize)
+	if err := tx.db.readPage(ctx, tx.inc, tx.baseRev, tx.base, pgno, base); err != nil {
+		return false
+	}
+	return bytes.Equal(base, page)
+}
+
+// Truncate sets the file size. Shrinking drops pages above the new end;
+// growing exposes zero pages. The size must be a whole number of pages.
+func (tx *Tx) Truncate(ctx context.Context, size int64) error {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.done {
+		return ErrTxDone
+	}
+	if size < 0 || (tx.pageSize == 0 && size != 0) || (tx.pageSize != 0 && size%int64(tx.pageSize) != 0) {
+		return fmt.Errorf("truncate to %d bytes (page size %d): %w", size, tx.pageSize, ErrInvalidWrite)
+	}
+	if tx.pageSize != 0 {
+		pages := size / int64(tx.pageSize)
+		if tx.quota.MaxPages > 0 && pages > tx.quota.MaxPages && pages > int64(tx.base.Pages) {
+			return &QuotaError{DB: tx.db.name, What: "pages", Used: pages, Max: tx.quota.MaxPages}
+		}
+		tx.dirty.truncate(uint32(pages))
+	}
+	tx.size = size
+	return nil
+}
+
+// Rollback discards the transaction. It is safe after Commit.
+func (tx *Tx) Rollback() {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	tx.finishLocked()
+}
+
+func (tx *Tx) finishLocked() {
+	if tx.done {
+		return
+	}
+	tx.done = true
+	tx.dirty.close()
+	tx.db.mu.Lock()
+	if tx.db.tx == tx {
+		tx.db.tx = nil
+	}
+	tx.db.mu.Unlock()
+}
+
+// headerPageSize reads the page size from a SQLite header written at off.
+func headerPageSize(p []byte, off int64) (uint32, error) {
+	if off != 0 || len(p) < 100 || !bytes.Equal(p[:16], sqliteMagic) {
+		return 0, fmt.Errorf("first write of a new database must be a SQLite header at offset 0 (got %d bytes at %d): %w",
+			len(p), off, ErrInvalidWrite)
+	}
+	ps := uint32(binary.BigEndian.Uint16(p[16:18]))
+	if ps == 1 {
+		ps = 65536
+	}
+	if ps < 512 || ps > 65536 || ps&(ps-1) != 0 {
+		return 0, fmt.Errorf("SQLite header page size %d: %w", ps, ErrInvalidWrite)
+	}
+	return ps, nil
+}
