@@ -63,7 +63,7 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	// Pages exposed by growth and not written read as zeros; store them so
 	// that no older copy above a past shrink can come back.
 	zero := make([]byte, ps)
-	for p := tx.base.Pages + 1; p <= pages; p++ {
+	for p := tx.low + 1; p <= pages; p++ {
 		if !tx.dirty.has(p) && p != lockPgno(tx.pageSize) {
 			if err := tx.dirty.put(p, zero, ltx.FrameSize(zero)); err != nil {
 				return CommitInfo{}, err

@@ -58,7 +58,10 @@ func newEnv(t *testing.T, opts Options) *env {
 
 // pager returns another Pager on the same prefix: another host.
 func (e *env) pager(opts Options) *Pager {
-	opts.Store, opts.Keys = e.store, e.keys
+	if opts.Store == nil {
+		opts.Store = e.store
+	}
+	opts.Keys = e.keys
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = e.t.TempDir()
 	}

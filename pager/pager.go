@@ -25,6 +25,19 @@ type Fence interface {
 	Generation() uint64
 }
 
+// Store is the part of etcdstore.Store the pager uses; tests wrap it to
+// inject faults. Each method's contract is etcdstore.Store's.
+type Store interface {
+	Get(ctx context.Context, key string, rev int64) (*etcdstore.KeyValue, int64, error)
+	Range(ctx context.Context, prefix string, o etcdstore.RangeOptions, fn func(*etcdstore.KeyValue) error) (int64, error)
+	GetChunked(ctx context.Context, base string, rev int64) ([]byte, error)
+	Txn(ctx context.Context, cmps []etcdstore.Cmp, ops []etcdstore.Op) (etcdstore.TxnResult, error)
+	Watch(ctx context.Context, prefix string, fromRev int64) <-chan etcdstore.WatchBatch
+	Limits() etcdstore.Limits
+}
+
+var _ Store = (*etcdstore.Store)(nil)
+
 // Quota limits one database. Zero fields mean unlimited.
 type Quota struct {
 	// MaxBytes limits Head.UsedBytes: the bytes the database stores in etcd.
@@ -35,8 +48,8 @@ type Quota struct {
 
 // Options configure a Pager.
 type Options struct {
-	// Store is the etcd connection. Required.
-	Store *etcdstore.Store
+	// Store is the etcd connection (an *etcdstore.Store). Required.
+	Store Store
 	// Keys is the key layout (prefix). Zero value: etcdstore.DefaultPrefix.
 	Keys etcdstore.Keys
 	// PageCacheBytes bounds the decoded-page cache (default 64 MiB).
@@ -63,7 +76,7 @@ type Options struct {
 // concurrent use; each database is opened once per Pager and shared.
 type Pager struct {
 	opts   Options
-	store  *etcdstore.Store
+	store  Store
 	keys   etcdstore.Keys
 	log    *slog.Logger
 	pages  *lru[pageKey, []byte]

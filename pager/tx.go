@@ -32,6 +32,7 @@ type Tx struct {
 	fence    Fence
 	pageSize uint32
 	size     int64
+	low      uint32 // fewest pages the file had during the transaction
 	dirty    *dirtySet
 	quota    Quota
 	done     bool
@@ -53,7 +54,7 @@ func (db *Database) Begin(ctx context.Context) (*Tx, error) {
 	}
 	tx := &Tx{
 		db: db, base: db.head, baseRev: db.headRev, inc: db.inc, fence: db.fence,
-		pageSize: db.head.PageSize, size: db.head.Size(), quota: db.p.quota(db.name),
+		pageSize: db.head.PageSize, size: db.head.Size(), low: db.head.Pages, quota: db.p.quota(db.name),
 	}
 	tx.dirty = newDirtySet(int(tx.pageSize), db.p.opts.DirtyMemBytes, db.p.opts.SpoolDir)
 	db.tx = tx
@@ -98,7 +99,9 @@ func (tx *Tx) readPageLocked(ctx context.Context, pgno uint32, dst []byte) error
 	if ok, err := tx.dirty.get(pgno, dst); ok || err != nil {
 		return err
 	}
-	if int64(pgno) > tx.size/int64(tx.pageSize) && int64(pgno-1)*int64(tx.pageSize) >= tx.size {
+	// A page not written in this transaction that was past the end at
+	// some point of it (a shrink, then growth) reads as zeros.
+	if pgno > tx.low {
 		clear(dst)
 		return nil
 	}
@@ -246,6 +249,7 @@ func (tx *Tx) Truncate(ctx context.Context, size int64) error {
 			return &QuotaError{DB: tx.db.name, What: "pages", Used: pages, Max: tx.quota.MaxPages}
 		}
 		tx.dirty.truncate(uint32(pages))
+		tx.low = min(tx.low, uint32(pages))
 	}
 	tx.size = size
 	return nil
