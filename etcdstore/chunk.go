@@ -6,8 +6,11 @@ import (
 	"fmt"
 )
 
-// chunkHeader is the size of the chunk count stored in front of each chunk.
-const chunkHeader = 4
+// chunkHeader is the size of what is stored in front of each chunk's
+// payload: the value's chunk count and the payload size of every chunk but
+// the last (both big-endian uint32), so a reader can locate any byte of the
+// value from any one chunk.
+const chunkHeader = 8
 
 // maxChunks is the largest chunk count a value may have (the 4 hex digits
 // of a chunk key).
@@ -48,6 +51,7 @@ func ChunkOps(base string, value []byte, chunkSize int) ([]Op, error) {
 		}
 		v := make([]byte, chunkHeader+hi-lo)
 		binary.BigEndian.PutUint32(v, uint32(n))
+		binary.BigEndian.PutUint32(v[4:], uint32(chunkSize))
 		copy(v[chunkHeader:], value[lo:hi])
 		ops = append(ops, OpPut(ChunkKey(base, i), v))
 	}
@@ -99,22 +103,20 @@ func (s *Store) GetChunked(ctx context.Context, base string, rev int64) ([]byte,
 		if kv.Key != want {
 			return fmt.Errorf("get chunked %s: found %s, want %s: %w", base, kv.Key, want, ErrCorrupt)
 		}
-		if len(kv.Value) < chunkHeader {
-			return fmt.Errorf("get chunked %s: chunk %d is %d bytes: %w", base, index, len(kv.Value), ErrCorrupt)
+		c, payload, err := decodeChunk(kv.Value)
+		if err != nil {
+			return fmt.Errorf("get chunked %s: chunk %d: %w", base, index, err)
 		}
-		cn := int(binary.BigEndian.Uint32(kv.Value))
+		cn := c.Count
 		if n == -1 {
 			n = cn
-			if n < 1 || n > maxChunks {
-				return fmt.Errorf("get chunked %s: chunk count %d: %w", base, n, ErrCorrupt)
-			}
 		} else if cn != n {
 			return fmt.Errorf("get chunked %s: chunk %d says %d chunks, chunk 0 says %d: %w", base, index, cn, n, ErrCorrupt)
 		}
 		if index >= n {
 			return fmt.Errorf("get chunked %s: chunk %d beyond count %d: %w", base, index, n, ErrCorrupt)
 		}
-		out = append(out, kv.Value[chunkHeader:]...)
+		out = append(out, payload...)
 		index++
 		return nil
 	})
@@ -137,12 +139,41 @@ func (s *Store) GetChunked(ctx context.Context, base string, rev int64) ([]byte,
 // value and its payload; watchers use it to read a one-chunk value from an
 // event without another request.
 func DecodeChunk(v []byte) (count int, payload []byte, err error) {
+	c, payload, err := decodeChunk(v)
+	return c.Count, payload, err
+}
+
+// ChunkInfo describes a chunked value, as any of its chunks tells.
+type ChunkInfo struct {
+	Count int // chunks in the value
+	Size  int // payload bytes of every chunk but the last
+}
+
+func decodeChunk(v []byte) (ChunkInfo, []byte, error) {
 	if len(v) < chunkHeader {
-		return 0, nil, fmt.Errorf("decode chunk: %d bytes: %w", len(v), ErrCorrupt)
+		return ChunkInfo{}, nil, fmt.Errorf("decode chunk: %d bytes: %w", len(v), ErrCorrupt)
 	}
-	n := int(binary.BigEndian.Uint32(v))
-	if n < 1 || n > maxChunks {
-		return 0, nil, fmt.Errorf("decode chunk: count %d: %w", n, ErrCorrupt)
+	c := ChunkInfo{Count: int(binary.BigEndian.Uint32(v)), Size: int(binary.BigEndian.Uint32(v[4:]))}
+	if c.Count < 1 || c.Count > maxChunks || c.Size < 1 || len(v)-chunkHeader > c.Size {
+		return ChunkInfo{}, nil, fmt.Errorf("decode chunk: count %d size %d: %w", c.Count, c.Size, ErrCorrupt)
 	}
-	return n, v[chunkHeader:], nil
+	return c, v[chunkHeader:], nil
+}
+
+// GetChunk reads chunk i of the value stored under base at revision rev
+// (0 = latest): its payload and what it says of the whole value. It returns
+// ErrNotFound when the chunk is absent.
+func (s *Store) GetChunk(ctx context.Context, base string, i int, rev int64) (ChunkInfo, []byte, error) {
+	kv, _, err := s.Get(ctx, ChunkKey(base, i), rev)
+	if err != nil {
+		return ChunkInfo{}, nil, err
+	}
+	c, payload, err := decodeChunk(kv.Value)
+	if err != nil {
+		return c, nil, fmt.Errorf("get chunk %d of %s: %w", i, base, err)
+	}
+	if i >= c.Count || (i < c.Count-1 && len(payload) != c.Size) {
+		return c, nil, fmt.Errorf("get chunk %d of %s: %d bytes, chunk %d of %d of size %d: %w", i, base, len(payload), i, c.Count, c.Size, ErrCorrupt)
+	}
+	return c, payload, nil
 }

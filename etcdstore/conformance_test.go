@@ -281,6 +281,16 @@ func testChunked(t *testing.T, s *Store, p string) {
 		if !bytes.Equal(got, v) {
 			t.Fatalf("%d bytes: round trip differs (got %d bytes)", size, len(got))
 		}
+		// Any one chunk locates the rest: read the last chunk alone.
+		info, payload, err := s.GetChunk(ctx, base, 0, 0)
+		if err != nil {
+			t.Fatalf("get chunk 0 of %d bytes: %v", size, err)
+		}
+		last := info.Count - 1
+		_, payload, err = s.GetChunk(ctx, base, last, 0)
+		if err != nil || !bytes.Equal(payload, v[last*info.Size:]) {
+			t.Fatalf("last chunk %d of %d bytes (chunk size %d): %v", last, size, info.Size, err)
+		}
 	}
 	// Overwriting with a shorter value drops the old tail.
 	base := fmt.Sprintf("%sv%d", p, 20<<20)
@@ -315,7 +325,7 @@ func testChunkedCorrupt(t *testing.T, s *Store, p string) {
 	if _, err := s.GetChunked(ctx, base, 0); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("missing middle chunk: %v, want ErrCorrupt", err)
 	}
-	mustTxn(t, s, nil, OpPut(ChunkKey(base, 1), []byte{0, 0, 0, 9, 1}))
+	mustTxn(t, s, nil, OpPut(ChunkKey(base, 1), []byte{0, 0, 0, 9, 0, 0, 0, 16, 1}))
 	if _, err := s.GetChunked(ctx, base, 0); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("inconsistent count: %v, want ErrCorrupt", err)
 	}

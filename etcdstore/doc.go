@@ -25,8 +25,9 @@
 // # Chunked values
 //
 // A logical value larger than one request is stored as chunk keys
-// "<base>/<index %04x>", each holding a 4-byte big-endian chunk count followed
-// by a slice of the value. GetChunked reassembles them and reports a missing
+// "<base>/<index %04x>", each holding the value's chunk count and the payload
+// size of every chunk but the last (big-endian uint32 each), followed by a
+// slice of the value; any one chunk locates any byte (GetChunk). GetChunked reassembles them and reports a missing
 // or inconsistent chunk as ErrCorrupt. Writing a value that needs more than
 // one transaction is not atomic: callers make such values visible with a
 // later single-key write (kvfs's head flip).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 
 	sltx "github.com/superfly/ltx"
@@ -16,13 +17,18 @@ import (
 // a page's compressed data, the timestamp or a checksum field can go
 // unnoticed. Use Verify or Decode when the bytes are not already trusted.
 //
-// A Blob keeps a reference to the bytes given to OpenBlob; they must not
-// change while the Blob is in use. A Blob is safe for concurrent use.
+// A Blob opened with OpenBlob keeps a reference to its bytes; they must not
+// change while the Blob is in use. One opened with OpenBlobAt reads its
+// header and index once and each page's frame when asked, so a page of a
+// blob too large to fetch whole costs one small read. A Blob is safe for
+// concurrent use if its ReaderAt is.
 type Blob struct {
-	b     []byte
+	b     []byte      // the whole blob, when in memory
+	r     io.ReaderAt // otherwise, where to read frames
+	size  int64
 	hdr   Header
 	pgnos []uint32 // ascending
-	offs  []int    // offs[i] is the offset of page pgnos[i]'s frame; offs[len(pgnos)] is the end of the page block
+	offs  []int64  // offs[i] is the offset of page pgnos[i]'s frame; offs[len(pgnos)] is the end of the page block
 }
 
 // OpenBlob parses the header, trailer and page index of b. It checks that
@@ -32,15 +38,35 @@ type Blob struct {
 // the end-of-pages marker. It does not decompress any page. Problems return
 // an error matching ErrCorrupt.
 func OpenBlob(b []byte) (*Blob, error) {
-	if len(b) < minBlobSize {
-		return nil, corruptf("open blob", "%d bytes, want at least %d", len(b), minBlobSize)
-	}
-	sh, err := parseHeader(b)
+	blob, err := OpenBlobAt(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		return nil, err
 	}
+	blob.b, blob.r = b, nil
+	return blob, nil
+}
+
+// OpenBlobAt is OpenBlob for a blob of size bytes read through r: it reads
+// the header, then the page index and trailer at the end, and nothing else.
+// An error from r is returned as is; bad bytes match ErrCorrupt.
+func OpenBlobAt(r io.ReaderAt, size int64) (*Blob, error) {
+	if size < minBlobSize {
+		return nil, corruptf("open blob", "%d bytes, want at least %d", size, minBlobSize)
+	}
+	hb := make([]byte, sltx.HeaderSize)
+	if _, err := r.ReadAt(hb, 0); err != nil {
+		return nil, fmt.Errorf("open blob: read header: %w", err)
+	}
+	sh, err := parseHeader(hb)
+	if err != nil {
+		return nil, err
+	}
+	last := make([]byte, indexTailSize)
+	if _, err := r.ReadAt(last, size-indexTailSize); err != nil {
+		return nil, fmt.Errorf("open blob: read trailer: %w", err)
+	}
 	var tr sltx.Trailer
-	if err := tr.UnmarshalBinary(b[len(b)-sltx.TrailerSize:]); err != nil {
+	if err := tr.UnmarshalBinary(last[8:]); err != nil {
 		return nil, corrupt("read trailer", err)
 	}
 	if err := checkTrailer(sh, tr); err != nil {
@@ -48,26 +74,29 @@ func OpenBlob(b []byte) (*Blob, error) {
 	}
 
 	// Locate the index from its size field, just before the trailer.
-	sizeAt := len(b) - indexTailSize
-	isize := binary.BigEndian.Uint64(b[sizeAt:])
-	endOfPages := sizeAt - sltx.PageHeaderSize - int(min(isize, uint64(sizeAt)))
-	if isize == 0 || isize > uint64(sizeAt) || endOfPages < sltx.HeaderSize {
-		return nil, corruptf("read page index", "index size %d does not fit in a %d-byte blob", isize, len(b))
+	sizeAt := size - indexTailSize
+	isize := binary.BigEndian.Uint64(last)
+	if isize == 0 || isize > uint64(sizeAt) || sizeAt-sltx.PageHeaderSize-int64(isize) < sltx.HeaderSize {
+		return nil, corruptf("read page index", "index size %d does not fit in a %d-byte blob", isize, size)
 	}
-	if !isZero(b[endOfPages : endOfPages+sltx.PageHeaderSize]) {
+	endOfPages := sizeAt - sltx.PageHeaderSize - int64(isize)
+	tail := make([]byte, size-endOfPages)
+	if _, err := r.ReadAt(tail, endOfPages); err != nil {
+		return nil, fmt.Errorf("open blob: read page index: %w", err)
+	}
+	if !isZero(tail[:sltx.PageHeaderSize]) {
 		return nil, corruptf("read page index", "no end-of-pages marker at offset %d", endOfPages)
 	}
-	indexAt := endOfPages + sltx.PageHeaderSize
 
 	// The index must cover every frame, back to back. Each frame holds at
 	// least frameHeaderSize+1 bytes, which bounds the number of entries.
-	blob := &Blob{b: b, hdr: headerFromSLTX(sh, tr)}
-	maxPages := (endOfPages - sltx.HeaderSize) / (frameHeaderSize + 1)
+	blob := &Blob{r: r, size: size, hdr: headerFromSLTX(sh, tr)}
+	maxPages := int((endOfPages - sltx.HeaderSize) / (frameHeaderSize + 1))
 	blob.pgnos = make([]uint32, 0, min(maxPages, int(isize)/3))
-	blob.offs = make([]int, 0, min(maxPages, int(isize)/3)+1)
+	blob.offs = make([]int64, 0, min(maxPages, int(isize)/3)+1)
 	order := newPageOrder(sh)
 	off := int64(sltx.HeaderSize)
-	ir := bytes.NewReader(b[indexAt : sizeAt+8])
+	ir := bytes.NewReader(tail[sltx.PageHeaderSize : len(tail)-sltx.TrailerSize])
 	err = parseIndex(ir, maxFrameSize(sh.PageSize), func(pgno uint32, o, size int64) error {
 		if err := order.next(pgno); err != nil {
 			return err
@@ -75,11 +104,11 @@ func OpenBlob(b []byte) (*Blob, error) {
 		if o != off {
 			return fmt.Errorf("page %d frame at offset %d, want %d", pgno, o, off)
 		}
-		if size > int64(endOfPages)-off {
+		if size > endOfPages-off {
 			return fmt.Errorf("page %d frame [%d,+%d) overruns the page block ending at %d", pgno, o, size, endOfPages)
 		}
 		blob.pgnos = append(blob.pgnos, pgno)
-		blob.offs = append(blob.offs, int(o))
+		blob.offs = append(blob.offs, o)
 		off += size
 		return nil
 	})
@@ -89,7 +118,7 @@ func OpenBlob(b []byte) (*Blob, error) {
 	if ir.Len() != 0 {
 		return nil, corruptf("read page index", "%d bytes after the index size field", ir.Len())
 	}
-	if off != int64(endOfPages) {
+	if off != endOfPages {
 		return nil, corruptf("read page index", "frames end at offset %d, page block ends at %d", off, endOfPages)
 	}
 	if err := order.done(); err != nil {
@@ -115,7 +144,16 @@ func (b *Blob) Has(pgno uint32) bool {
 func (b *Blob) Len() int { return len(b.pgnos) }
 
 // Size returns the size of the encoded blob in bytes.
-func (b *Blob) Size() int { return len(b.b) }
+func (b *Blob) Size() int { return int(b.size) }
+
+// Resident returns the bytes the Blob keeps in memory: the whole blob for
+// OpenBlob, only its index for OpenBlobAt.
+func (b *Blob) Resident() int {
+	if b.b != nil {
+		return len(b.b) + 12*len(b.pgnos)
+	}
+	return 12 * len(b.pgnos)
+}
 
 // ReadPage decodes page pgno into dst and returns it: dst[:PageSize] if dst
 // has the capacity, otherwise a new slice. It decodes only that page's
@@ -128,7 +166,15 @@ func (b *Blob) ReadPage(pgno uint32, dst []byte) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("read page %d: %w", pgno, ErrPageNotFound)
 	}
-	frame := b.b[b.offs[i]:b.offs[i+1]] // at least frameHeaderSize+1 bytes, checked by OpenBlob
+	var frame []byte // at least frameHeaderSize+1 bytes, checked by OpenBlob
+	if b.b != nil {
+		frame = b.b[b.offs[i]:b.offs[i+1]]
+	} else {
+		frame = make([]byte, b.offs[i+1]-b.offs[i])
+		if _, err := b.r.ReadAt(frame, b.offs[i]); err != nil {
+			return nil, fmt.Errorf("read page %d: %w", pgno, err)
+		}
+	}
 	op := func() string { return fmt.Sprintf("read page %d at offset %d", pgno, b.offs[i]) }
 	var ph sltx.PageHeader
 	if err := ph.UnmarshalBinary(frame); err != nil {

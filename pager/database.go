@@ -403,16 +403,11 @@ func (db *Database) readPage(ctx context.Context, inc int64, rev int64, head Hea
 	if !ok {
 		var err error
 		blob, err = db.p.fetch.do(bk, func() (*ltx.Blob, error) {
-			b, err := db.p.store.GetChunked(ctx, db.p.keys.Delta(db.name, txid), rev)
-			if err != nil {
-				return nil, fmt.Errorf("read %s delta %d: %w", db.name, txid, err)
+			blob, err := db.openBlob(ctx, inc, txid, rev)
+			if err == nil {
+				db.p.blobs.put(bk, blob)
 			}
-			blob, err := ltx.OpenBlob(b)
-			if err != nil {
-				return nil, fmt.Errorf("read %s delta %d: %w: %w", db.name, txid, ErrCorrupt, err)
-			}
-			db.p.blobs.put(bk, blob)
-			return blob, nil
+			return blob, err
 		})
 		if err != nil {
 			return err

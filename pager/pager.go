@@ -31,6 +31,7 @@ type Store interface {
 	Get(ctx context.Context, key string, rev int64) (*etcdstore.KeyValue, int64, error)
 	Range(ctx context.Context, prefix string, o etcdstore.RangeOptions, fn func(*etcdstore.KeyValue) error) (int64, error)
 	GetChunked(ctx context.Context, base string, rev int64) ([]byte, error)
+	GetChunk(ctx context.Context, base string, i int, rev int64) (etcdstore.ChunkInfo, []byte, error)
 	Txn(ctx context.Context, cmps []etcdstore.Cmp, ops []etcdstore.Op) (etcdstore.TxnResult, error)
 	Watch(ctx context.Context, prefix string, fromRev int64) <-chan etcdstore.WatchBatch
 	Limits() etcdstore.Limits
@@ -75,16 +76,18 @@ type Options struct {
 // Pager opens databases stored under one etcd prefix. It is safe for
 // concurrent use; each database is opened once per Pager and shared.
 type Pager struct {
-	opts   Options
-	store  Store
-	keys   etcdstore.Keys
-	log    *slog.Logger
-	pages  *lru[pageKey, []byte]
-	blobs  *lru[blobKey, *ltx.Blob]
-	fetch  flight
-	mu     sync.Mutex
-	dbs    map[string]*Database
-	closed bool
+	opts       Options
+	store      Store
+	keys       etcdstore.Keys
+	log        *slog.Logger
+	pages      *lru[pageKey, []byte]
+	blobs      *lru[blobKey, *ltx.Blob]
+	chunks     *lru[chunkKey, []byte]
+	fetch      flight[blobKey, *ltx.Blob]
+	fetchChunk flight[chunkKey, []byte]
+	mu         sync.Mutex
+	dbs        map[string]*Database
+	closed     bool
 }
 
 // pageKey names a decoded page: database incarnation (the head key's create
@@ -129,9 +132,10 @@ func New(opts Options) (*Pager, error) {
 	}
 	return &Pager{
 		opts: opts, store: opts.Store, keys: opts.Keys, log: log,
-		pages: newLRU[pageKey](opts.PageCacheBytes, func(b []byte) int64 { return int64(len(b)) + 64 }),
-		blobs: newLRU[blobKey](opts.BlobCacheBytes, func(b *ltx.Blob) int64 { return int64(b.Size()) + 256 }),
-		dbs:   make(map[string]*Database),
+		pages:  newLRU[pageKey](opts.PageCacheBytes, func(b []byte) int64 { return int64(len(b)) + 64 }),
+		blobs:  newLRU[blobKey](opts.BlobCacheBytes, func(b *ltx.Blob) int64 { return int64(b.Resident()) + 256 }),
+		chunks: newLRU[chunkKey](opts.BlobCacheBytes, func(b []byte) int64 { return int64(len(b)) + 64 }),
+		dbs:    make(map[string]*Database),
 	}, nil
 }
 
@@ -274,35 +278,35 @@ func (p *Pager) Close() error {
 	return nil
 }
 
-// flight deduplicates concurrent fetches of one blob.
-type flight struct {
+// flight deduplicates concurrent fetches of one thing.
+type flight[K comparable, V any] struct {
 	mu    sync.Mutex
-	calls map[blobKey]*flightCall
+	calls map[K]*flightCall[V]
 }
 
-type flightCall struct {
+type flightCall[V any] struct {
 	done chan struct{}
-	blob *ltx.Blob
+	val  V
 	err  error
 }
 
-func (f *flight) do(k blobKey, fn func() (*ltx.Blob, error)) (*ltx.Blob, error) {
+func (f *flight[K, V]) do(k K, fn func() (V, error)) (V, error) {
 	f.mu.Lock()
 	if f.calls == nil {
-		f.calls = make(map[blobKey]*flightCall)
+		f.calls = make(map[K]*flightCall[V])
 	}
 	if c, ok := f.calls[k]; ok {
 		f.mu.Unlock()
 		<-c.done
-		return c.blob, c.err
+		return c.val, c.err
 	}
-	c := &flightCall{done: make(chan struct{})}
+	c := &flightCall[V]{done: make(chan struct{})}
 	f.calls[k] = c
 	f.mu.Unlock()
-	c.blob, c.err = fn()
+	c.val, c.err = fn()
 	close(c.done)
 	f.mu.Lock()
 	delete(f.calls, k)
 	f.mu.Unlock()
-	return c.blob, c.err
+	return c.val, c.err
 }
