@@ -43,7 +43,9 @@ func (tx *Tx) Commit(ctx context.Context) (CommitInfo, error) {
 		return CommitInfo{}, ErrTxDone
 	}
 	defer tx.finishLocked()
+	start := time.Now()
 	info, err := tx.commitLocked(ctx)
+	tx.db.p.metrics.commit(tx.db.name, info, time.Since(start).Seconds(), err)
 	if err != nil {
 		return info, fmt.Errorf("commit %s: %w", tx.db.name, err)
 	}

@@ -396,8 +396,10 @@ func (db *Database) readPage(ctx context.Context, inc int64, rev int64, head Hea
 	pk := pageKey{inc, txid, pgno}
 	if b, ok := db.p.pages.get(pk); ok {
 		copy(dst, b)
+		db.p.metrics.pageRead("cache")
 		return nil
 	}
+	db.p.metrics.pageRead("delta")
 	bk := blobKey{inc, txid}
 	blob, ok := db.p.blobs.get(bk)
 	if !ok {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kvfs/kvfs/etcdstore"
 	"github.com/kvfs/kvfs/ltx"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Fence proves this host holds a database's write lease; fence.Lease
@@ -71,6 +72,10 @@ type Options struct {
 	ResolveTimeout time.Duration
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// Metrics records Prometheus metrics (NewMetrics); nil records none.
+	Metrics *Metrics
+	// Registerer, with Metrics, also exposes the cache counters.
+	Registerer prometheus.Registerer
 }
 
 // Pager opens databases stored under one etcd prefix. It is safe for
@@ -80,6 +85,7 @@ type Pager struct {
 	store      Store
 	keys       etcdstore.Keys
 	log        *slog.Logger
+	metrics    *Metrics
 	pages      *lru[pageKey, []byte]
 	blobs      *lru[blobKey, *ltx.Blob]
 	chunks     *lru[chunkKey, []byte]
@@ -130,13 +136,37 @@ func New(opts Options) (*Pager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pager{
-		opts: opts, store: opts.Store, keys: opts.Keys, log: log,
+	p := &Pager{
+		opts: opts, store: opts.Store, keys: opts.Keys, log: log, metrics: opts.Metrics,
 		pages:  newLRU[pageKey](opts.PageCacheBytes, func(b []byte) int64 { return int64(len(b)) + 64 }),
 		blobs:  newLRU[blobKey](opts.BlobCacheBytes, func(b *ltx.Blob) int64 { return int64(b.Resident()) + 256 }),
 		chunks: newLRU[chunkKey](opts.BlobCacheBytes, func(b []byte) int64 { return int64(len(b)) + 64 }),
 		dbs:    make(map[string]*Database),
-	}, nil
+	}
+	if opts.Metrics != nil && opts.Registerer != nil {
+		opts.Metrics.registerCaches(opts.Registerer, p)
+	}
+	return p, nil
+}
+
+// PagerStats describes the pager's caches.
+type PagerStats struct {
+	PageCacheBytes, BlobCacheBytes, ChunkCacheBytes int64
+	PageCacheHits, PageCacheMisses                  uint64
+	BlobCacheHits, BlobCacheMisses                  uint64
+	OpenDatabases                                   int
+}
+
+// Stats returns the pager's cache statistics.
+func (p *Pager) Stats() PagerStats {
+	var s PagerStats
+	s.PageCacheBytes, _, s.PageCacheHits, s.PageCacheMisses, _ = p.pages.stats()
+	s.BlobCacheBytes, _, s.BlobCacheHits, s.BlobCacheMisses, _ = p.blobs.stats()
+	s.ChunkCacheBytes, _, _, _, _ = p.chunks.stats()
+	p.mu.Lock()
+	s.OpenDatabases = len(p.dbs)
+	p.mu.Unlock()
+	return s
 }
 
 func (p *Pager) quota(db string) Quota {
