@@ -282,12 +282,12 @@ func testChunked(t *testing.T, s *Store, p string) {
 			t.Fatalf("%d bytes: round trip differs (got %d bytes)", size, len(got))
 		}
 		// Any one chunk locates the rest: read the last chunk alone.
-		info, payload, err := s.GetChunk(ctx, base, 0, 0)
+		info, _, err := s.GetChunk(ctx, base, 0, 0)
 		if err != nil {
 			t.Fatalf("get chunk 0 of %d bytes: %v", size, err)
 		}
 		last := info.Count - 1
-		_, payload, err = s.GetChunk(ctx, base, last, 0)
+		_, payload, err := s.GetChunk(ctx, base, last, 0)
 		if err != nil || !bytes.Equal(payload, v[last*info.Size:]) {
 			t.Fatalf("last chunk %d of %d bytes (chunk size %d): %v", last, size, info.Size, err)
 		}

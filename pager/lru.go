@@ -69,16 +69,6 @@ func (c *lru[K, V]) put(k K, v V) {
 	}
 }
 
-func (c *lru[K, V]) remove(k K) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[k]; ok {
-		c.ll.Remove(e)
-		delete(c.items, k)
-		c.size -= e.Value.(*lruEntry[K, V]).sz
-	}
-}
-
 // stats returns the cache's bytes, entries, hits, misses and evictions.
 func (c *lru[K, V]) stats() (bytes int64, n int, hits, misses, evicted uint64) {
 	c.mu.Lock()

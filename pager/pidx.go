@@ -70,18 +70,6 @@ func (x *pageIndex) remove(txid uint64) {
 	delete(x.rows, txid)
 }
 
-// txids returns the txids of every row, ascending.
-func (x *pageIndex) txids() []uint64 {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	out := make([]uint64, 0, len(x.rows))
-	for t := range x.rows {
-		out = append(out, t)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // len returns the number of rows and of indexed pages.
 func (x *pageIndex) len() (rows, pages int) {
 	x.mu.RLock()
