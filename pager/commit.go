@@ -55,7 +55,11 @@ func (tx *Tx) Commit(ctx context.Context) (CommitInfo, error) {
 func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	db, keys := tx.db, tx.db.p.keys
 	if tx.pageSize == 0 {
-		return CommitInfo{Head: tx.base}, nil // nothing written
+		// Nothing written since the file was empty.
+		if tx.base.Pages == 0 {
+			return CommitInfo{Head: tx.base}, nil
+		}
+		tx.pageSize = tx.base.PageSize
 	}
 	ps := int64(tx.pageSize)
 	if tx.size%ps != 0 {

@@ -31,6 +31,16 @@ type Database struct {
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+	onChange  func(Head)
+}
+
+// OnChange sets fn to be called, from a background goroutine, whenever a
+// head committed by another host (or another Pager) is applied; the FUSE
+// layer uses it to invalidate the kernel's cache of the file. nil clears it.
+func (db *Database) OnChange(fn func(Head)) {
+	db.mu.Lock()
+	db.onChange = fn
+	db.mu.Unlock()
 }
 
 func newDatabase(p *Pager, name string) *Database {
@@ -216,10 +226,15 @@ func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
 	}
 	if newHead != nil {
 		db.mu.Lock()
+		var notify func(Head)
 		if newRev > db.headRev {
 			db.head, db.headRev = *newHead, newRev
+			notify = db.onChange
 		}
 		db.mu.Unlock()
+		if notify != nil {
+			notify(*newHead)
+		}
 	}
 }
 

@@ -243,6 +243,14 @@ func (tx *Tx) Truncate(ctx context.Context, size int64) error {
 	if size < 0 || (tx.pageSize == 0 && size != 0) || (tx.pageSize != 0 && size%int64(tx.pageSize) != 0) {
 		return fmt.Errorf("truncate to %d bytes (page size %d): %w", size, tx.pageSize, ErrInvalidWrite)
 	}
+	if size == 0 {
+		// An empty file has no page size: the next write of a SQLite
+		// header may bring another (cp over an existing database).
+		tx.dirty.close()
+		tx.pageSize, tx.size, tx.low = 0, 0, 0
+		tx.dirty = newDirtySet(0, tx.db.p.opts.DirtyMemBytes, tx.db.p.opts.SpoolDir)
+		return nil
+	}
 	if tx.pageSize != 0 {
 		pages := size / int64(tx.pageSize)
 		if tx.quota.MaxPages > 0 && pages > tx.quota.MaxPages && pages > int64(tx.base.Pages) {

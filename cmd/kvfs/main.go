@@ -30,7 +30,7 @@ type command struct {
 var errUsage = errors.New("usage")
 
 func commands() []command {
-	cmds := []command{versionCommand(), etcdCommand()}
+	cmds := []command{versionCommand(), etcdCommand(), mountCommand()}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
 }

@@ -1,0 +1,461 @@
+package fuse
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kvfs/kvfs/fence"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// dbNode is a database file. Writes go to the database's open write
+// transaction (begun on the first write, under this host's write lease);
+// the transaction commits at SQLite's commit point (see commitPoint's
+// callers) and reads see it on this host until then.
+type dbNode struct {
+	fs.Inode
+	fsys *FS
+	name string
+	db   *pager.Database
+
+	mu       sync.Mutex
+	lease    *fence.Lease
+	tx       *pager.Tx
+	writer   *dbHandle // the handle whose writes the open transaction holds
+	removed  bool
+	notSQL   bool // a write was refused because the file is not a SQLite database
+	handoffs chan struct{}
+}
+
+var (
+	_ fs.NodeGetattrer = (*dbNode)(nil)
+	_ fs.NodeSetattrer = (*dbNode)(nil)
+	_ fs.NodeOpener    = (*dbNode)(nil)
+	_ fs.NodeReader    = (*dbNode)(nil)
+	_ fs.NodeWriter    = (*dbNode)(nil)
+	_ fs.NodeFsyncer   = (*dbNode)(nil)
+	_ fs.NodeFlusher   = (*dbNode)(nil)
+	_ fs.NodeReleaser  = (*dbNode)(nil)
+)
+
+// dbHandle is one open file description of a database.
+type dbHandle struct {
+	d     *dbNode
+	wrote bool
+}
+
+func (d *dbNode) gone() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.removed
+}
+
+// fill reports the file's attributes: its size as this host sees it (the
+// open transaction's, else the last commit's), commit time as mtime.
+func (d *dbNode) fill(a *gofuse.Attr) {
+	h := d.db.Head()
+	d.mu.Lock()
+	size := h.Size()
+	if d.tx != nil {
+		size = d.tx.Size()
+	}
+	d.mu.Unlock()
+	a.Mode = syscall.S_IFREG | 0o644
+	a.Nlink = 1
+	a.Size = uint64(size)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 4096
+	secs, nsecs := uint64(h.Timestamp/1000), uint32(h.Timestamp%1000)*1e6
+	a.Mtime, a.Mtimensec = secs, nsecs
+	a.Ctime, a.Ctimensec = secs, nsecs
+	a.Atime, a.Atimensec = secs, nsecs
+}
+
+func (d *dbNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
+	defer d.fsys.recoverErrno("getattr", &errno)
+	d.fill(&out.Attr)
+	return 0
+}
+
+func (d *dbNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (errno syscall.Errno) {
+	defer d.fsys.recoverErrno("setattr", &errno)
+	if size, ok := in.GetSize(); ok {
+		if err := d.truncate(ctx, int64(size), f); err != nil {
+			return d.fsys.errno("truncate", d.name, err)
+		}
+	}
+	d.fill(&out.Attr)
+	return 0
+}
+
+func (d *dbNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ uint32, errno syscall.Errno) {
+	defer d.fsys.recoverErrno("open", &errno)
+	return d.open(ctx, flags, false)
+}
+
+// open opens a handle; O_TRUNC empties the database (in a transaction that
+// commits when the handle is flushed, like any non-SQLite writer's).
+func (d *dbNode) open(ctx context.Context, flags uint32, created bool) (fs.FileHandle, uint32, syscall.Errno) {
+	if d.gone() {
+		return nil, 0, syscall.ENOENT
+	}
+	write := flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0
+	if write && d.fsys.opts.ReadOnly {
+		return nil, 0, syscall.EROFS
+	}
+	h := &dbHandle{d: d}
+	if flags&syscall.O_TRUNC != 0 && write && (d.db.Head().Pages > 0 || created) {
+		if err := d.truncate(ctx, 0, h); err != nil {
+			return nil, 0, d.fsys.errno("open", d.name, err)
+		}
+	}
+	// Keep the kernel's page cache across opens; remote commits invalidate it.
+	return h, gofuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (d *dbNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
+	defer d.fsys.recoverErrno("read", &errno)
+	n, err := d.readAt(ctx, dest, off)
+	if err != nil && err != io.EOF {
+		return nil, d.fsys.errno("read", d.name, err)
+	}
+	return gofuse.ReadResultData(dest[:n]), 0
+}
+
+func (d *dbNode) readAt(ctx context.Context, dest []byte, off int64) (int, error) {
+	d.mu.Lock()
+	tx := d.tx
+	d.mu.Unlock()
+	if tx != nil {
+		n, err := tx.ReadAt(ctx, dest, off)
+		if !errors.Is(err, pager.ErrTxDone) {
+			return n, err
+		}
+	}
+	snap, err := d.db.Snapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer snap.Close()
+	return snap.ReadAt(ctx, dest, off)
+}
+
+func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
+	defer d.fsys.recoverErrno("write", &errno)
+	if err := refuseWAL(data, off); err != nil {
+		return 0, d.fsys.errno("write", d.name, err)
+	}
+	h, _ := f.(*dbHandle)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	tx, err := d.ensureTxLocked(ctx)
+	if err != nil {
+		return 0, d.fsys.errno("write", d.name, err)
+	}
+	n, err := tx.WriteAt(ctx, data, off)
+	if err != nil {
+		if errors.Is(err, pager.ErrInvalidWrite) && tx.Base().TXID == 0 && tx.Size() == 0 {
+			d.notSQL = true
+		}
+		return uint32(n), d.fsys.errno("write", d.name, err)
+	}
+	if h != nil {
+		h.wrote = true
+		d.writer = h
+	}
+	return uint32(n), 0
+}
+
+// refuseWAL refuses a write of the database header that switches it to WAL
+// (file format bytes 18 and 19 set to 2) until kvfs supports WAL; SQLite
+// then reports an error and the database stays in rollback-journal mode.
+func refuseWAL(data []byte, off int64) error {
+	for _, at := range []int64{18, 19} {
+		if off <= at && at < off+int64(len(data)) && data[at-off] == 2 && off == 0 && len(data) >= 100 &&
+			string(data[:16]) == "SQLite format 3\x00" {
+			return errWALRefused
+		}
+	}
+	return nil
+}
+
+// truncate sets the file size in the open write transaction.
+func (d *dbNode) truncate(ctx context.Context, size int64, f fs.FileHandle) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if size == d.db.Head().Size() && d.tx == nil {
+		return nil
+	}
+	tx, err := d.ensureTxLocked(ctx)
+	if err != nil {
+		return err
+	}
+	if err := tx.Truncate(ctx, size); err != nil {
+		return err
+	}
+	if h, ok := f.(*dbHandle); ok {
+		h.wrote = true
+		d.writer = h
+	}
+	return nil
+}
+
+// ensureTxLocked returns the open write transaction, taking this host's
+// write lease for the database first if needed (waiting up to HandoffWait
+// for another host to hand it over).
+func (d *dbNode) ensureTxLocked(ctx context.Context) (*pager.Tx, error) {
+	if d.fsys.opts.ReadOnly {
+		return nil, errReadOnlyMount
+	}
+	if d.removed {
+		return nil, pager.ErrNotFound
+	}
+	if d.tx != nil {
+		return d.tx, nil
+	}
+	if d.lease != nil {
+		select {
+		case <-d.lease.Done():
+			d.dropLeaseLocked(ctx)
+		default:
+		}
+	}
+	if d.lease == nil {
+		lease, err := d.fsys.opts.Fence.AcquireWithHandoff(ctx, d.name, d.fsys.opts.HandoffWait)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.db.Acquire(ctx, lease); err != nil {
+			lease.Release(context.WithoutCancel(ctx))
+			return nil, err
+		}
+		d.lease = lease
+		go d.watchLease(lease)
+	}
+	tx, err := d.db.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.tx = tx
+	return tx, nil
+}
+
+// watchLease hands the lease over when another host asks, at the next
+// moment no transaction is open, and forgets it when lost.
+func (d *dbNode) watchLease(l *fence.Lease) {
+	select {
+	case <-l.HandoffRequested():
+		d.mu.Lock()
+		if d.lease == l && d.tx == nil {
+			d.dropLeaseLocked(context.Background())
+		}
+		// Otherwise commitPoint releases it after the transaction.
+		d.mu.Unlock()
+	case <-l.Done():
+		d.mu.Lock()
+		if d.lease == l && d.tx == nil {
+			d.dropLeaseLocked(context.Background())
+		}
+		d.mu.Unlock()
+	}
+}
+
+// dropLeaseLocked stops writing and releases the lease.
+func (d *dbNode) dropLeaseLocked(ctx context.Context) {
+	if d.lease == nil {
+		return
+	}
+	d.db.Release()
+	d.lease.Release(ctx)
+	d.lease = nil
+}
+
+// commitPoint commits the open write transaction, if any: SQLite reached
+// a commit point (why). On failure the transaction is gone, the database
+// reads as its last commit, and the kernel's cached pages of the file are
+// dropped.
+func (d *dbNode) commitPoint(ctx context.Context, why string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.commitLocked(ctx, why)
+}
+
+func (d *dbNode) commitLocked(ctx context.Context, why string) error {
+	tx := d.tx
+	if tx == nil {
+		return nil
+	}
+	d.tx, d.writer = nil, nil
+	err := checkHeader(ctx, tx)
+	if err == nil {
+		_, err = tx.Commit(ctx)
+	} else {
+		tx.Rollback()
+	}
+	if err != nil {
+		d.fsys.log.Warn("commit failed", "db", d.name, "at", why, "err", err)
+		d.invalidate()
+		if errors.Is(err, pager.ErrFenced) || errors.Is(err, pager.ErrConflict) {
+			d.dropLeaseLocked(context.WithoutCancel(ctx))
+		}
+		return err
+	}
+	if d.lease != nil {
+		select {
+		case <-d.lease.HandoffRequested():
+			d.dropLeaseLocked(context.WithoutCancel(ctx))
+		default:
+		}
+	}
+	return nil
+}
+
+// checkHeader refuses to commit a file whose SQLite header contradicts its
+// size: when the header's size field is valid (its version-valid-for number
+// equals the change counter), it must equal the file's pages.
+func checkHeader(ctx context.Context, tx *pager.Tx) error {
+	ps := tx.PageSize()
+	if ps == 0 || tx.Size() == 0 {
+		return nil
+	}
+	hdr := make([]byte, 100)
+	if _, err := tx.ReadAt(ctx, hdr, 0); err != nil && err != io.EOF {
+		return err
+	}
+	counter, validFor := binary.BigEndian.Uint32(hdr[24:]), binary.BigEndian.Uint32(hdr[92:])
+	pages := binary.BigEndian.Uint32(hdr[28:])
+	if counter == validFor && pages != 0 && int64(pages)*int64(ps) != tx.Size() {
+		return fmt.Errorf("SQLite header says %d pages of %d bytes, file has %d bytes: %w", pages, ps, tx.Size(), pager.ErrInvalidWrite)
+	}
+	return nil
+}
+
+// rollback discards the open transaction and the kernel's view of it.
+func (d *dbNode) rollbackLocked() {
+	if d.tx != nil {
+		d.tx.Rollback()
+		d.tx, d.writer = nil, nil
+		d.invalidate()
+	}
+}
+
+// invalidate drops the kernel's cached pages and attributes of the file,
+// from another goroutine (a notification from inside a handler of the same
+// inode may deadlock).
+func (d *dbNode) invalidate() {
+	go d.NotifyContent(0, 0)
+}
+
+// remoteChange is called when another host committed.
+func (d *dbNode) remoteChange(pager.Head) { d.invalidate() }
+
+// journalActive reports whether the database has a live rollback journal
+// on this host: then the journal's invalidation, not an fsync or a close,
+// is the commit point.
+func (d *dbNode) journalActive() bool {
+	d.fsys.mu.Lock()
+	s := d.fsys.sides[d.name+"-journal"]
+	d.fsys.mu.Unlock()
+	return s != nil && s.live()
+}
+
+func (d *dbNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (errno syscall.Errno) {
+	defer d.fsys.recoverErrno("fsync", &errno)
+	// journal_mode=MEMORY/OFF (and non-SQLite writers): the fsync that ends
+	// the transaction is its commit point.
+	if d.journalActive() {
+		return 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h, ok := f.(*dbHandle); ok && d.writer != nil && d.writer != h {
+		return 0 // another process's transaction
+	}
+	return d.fsys.errno("fsync", d.name, d.commitLocked(ctx, "fsync"))
+}
+
+func (d *dbNode) Flush(ctx context.Context, f fs.FileHandle) (errno syscall.Errno) {
+	defer d.fsys.recoverErrno("flush", &errno)
+	h, _ := f.(*dbHandle)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.notSQL && d.db.Head().TXID == 0 {
+		// A non-SQLite file was copied in: leave nothing behind.
+		d.rollbackLocked()
+		return 0
+	}
+	if h == nil || !h.wrote || d.writer != h || d.journalActive() {
+		return 0
+	}
+	// A writer closing the file without a journal: cp, or SQLite with
+	// journal_mode=OFF and synchronous=OFF. Commit what it wrote.
+	return d.fsys.errno("close", d.name, d.commitLocked(ctx, "close"))
+}
+
+func (d *dbNode) Release(ctx context.Context, f fs.FileHandle) (errno syscall.Errno) {
+	defer d.fsys.recoverErrno("release", &errno)
+	d.mu.Lock()
+	notSQL := d.notSQL && d.db.Head().TXID == 0 && d.tx == nil
+	d.mu.Unlock()
+	if notSQL {
+		if err := d.remove(ctx); err != nil {
+			d.fsys.log.Warn("remove refused import", "db", d.name, "err", err)
+		} else {
+			d.fsys.mu.Lock()
+			delete(d.fsys.dbs, d.name)
+			d.fsys.mu.Unlock()
+			d.fsys.root.RmChild(d.name)
+			go d.fsys.root.NotifyDelete(d.name, d.EmbeddedInode())
+		}
+	}
+	return 0
+}
+
+// remove deletes the database from etcd under this host's write lease.
+func (d *dbNode) remove(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.removed {
+		return pager.ErrNotFound
+	}
+	d.rollbackLocked()
+	if d.lease == nil {
+		lease, err := d.fsys.opts.Fence.AcquireWithHandoff(ctx, d.name, d.fsys.opts.HandoffWait)
+		if err != nil {
+			return err
+		}
+		d.lease = lease
+	}
+	err := d.fsys.opts.Pager.Remove(ctx, d.name, d.lease)
+	d.db.Release()
+	d.lease.Release(context.WithoutCancel(ctx))
+	d.lease = nil
+	if err != nil {
+		return err
+	}
+	d.removed = true
+	d.db.Close()
+	return nil
+}
+
+// close rolls back and releases everything at unmount.
+func (d *dbNode) close(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tx != nil {
+		d.tx.Rollback()
+		d.tx = nil
+	}
+	d.dropLeaseLocked(ctx)
+	if !d.removed {
+		d.db.Close()
+	}
+}

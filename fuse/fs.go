@@ -1,0 +1,361 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/fence"
+	"github.com/kvfs/kvfs/pager"
+)
+
+var (
+	errReadOnlyMount = errors.New("mounted read-only")
+	errWALRefused    = errors.New("WAL mode is not supported yet; the database stays in its rollback-journal mode")
+)
+
+// Options configure a mount.
+type Options struct {
+	// Pager serves the databases. Required.
+	Pager *pager.Pager
+	// Fence hands out write leases. Required unless ReadOnly.
+	Fence *fence.Manager
+	// SpoolDir holds this host's journals and other side files (default
+	// os.TempDir()).
+	SpoolDir string
+	// ReadOnly refuses every write with EROFS.
+	ReadOnly bool
+	// AllowOther lets other users access the mount.
+	AllowOther bool
+	// HandoffWait is how long a write waits for another host to hand over
+	// the database's write lease before failing with EAGAIN (default 5 s).
+	HandoffWait time.Duration
+	// EntryTimeout, AttrTimeout and NegativeTimeout are the kernel's cache
+	// times for names, attributes and absent names (default 1 s each).
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	// Debug logs every FUSE request.
+	Debug bool
+	// Logger receives errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// FS is a mounted kvfs directory.
+type FS struct {
+	opts   Options
+	log    *slog.Logger
+	server *gofuse.Server
+	root   *rootNode
+	mnt    string
+
+	mu    sync.Mutex
+	dbs   map[string]*dbNode
+	sides map[string]*sideNode
+}
+
+// Mount mounts kvfs at mountpoint and serves it in the background until
+// Unmount. As root it uses mount(2) directly; otherwise it needs
+// fusermount3 (Debian package fuse3).
+func Mount(mountpoint string, opts Options) (*FS, error) {
+	if opts.Pager == nil || (opts.Fence == nil && !opts.ReadOnly) {
+		return nil, errors.New("mount: pager and fence manager required")
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = os.TempDir()
+	}
+	if opts.HandoffWait <= 0 {
+		opts.HandoffWait = 5 * time.Second
+	}
+	for _, d := range []*time.Duration{&opts.EntryTimeout, &opts.AttrTimeout, &opts.NegativeTimeout} {
+		if *d <= 0 {
+			*d = time.Second
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	fsys := &FS{opts: opts, log: log, dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
+	fsys.root = &rootNode{fsys: fsys}
+	mo := gofuse.MountOptions{
+		Name:                     "kvfs",
+		FsName:                   "kvfs",
+		AllowOther:               opts.AllowOther,
+		Debug:                    opts.Debug,
+		DirectMount:              os.Geteuid() == 0,
+		DisableXAttrs:            true,
+		MaxWrite:                 1 << 20,
+		MaxBackground:            64,
+		ExplicitDataCacheControl: false,
+	}
+	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
+	server, err := fs.Mount(mountpoint, fsys.root, &fs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	fsys.server, fsys.mnt = server, mountpoint
+	return fsys, nil
+}
+
+// Unmount commits nothing further: open write transactions are rolled back
+// (an unfinished transaction is a rollback, as on a crash), leases are
+// released, and the mount is removed. A busy mount is detached lazily.
+func (fsys *FS) Unmount(ctx context.Context) error {
+	err := fsys.server.Unmount()
+	if err != nil {
+		// Busy: detach lazily so the mountpoint does not stay half-dead.
+		if lerr := syscall.Unmount(fsys.mountpoint(), syscall.MNT_DETACH); lerr == nil {
+			err = nil
+		}
+	}
+	fsys.server.Wait()
+	fsys.mu.Lock()
+	dbs := make([]*dbNode, 0, len(fsys.dbs))
+	for _, d := range fsys.dbs {
+		dbs = append(dbs, d)
+	}
+	sides := fsys.sides
+	fsys.sides = map[string]*sideNode{}
+	fsys.mu.Unlock()
+	for _, d := range dbs {
+		d.close(ctx)
+	}
+	for _, s := range sides {
+		s.discard()
+	}
+	return err
+}
+
+func (fsys *FS) mountpoint() string { return fsys.mnt }
+
+// Wait blocks until the mount is gone.
+func (fsys *FS) Wait() { fsys.server.Wait() }
+
+// WaitMount blocks until the kernel serves the mount.
+func (fsys *FS) WaitMount() error { return fsys.server.WaitMount() }
+
+// recoverErrno turns a panic in a handler into EIO and a log line: no panic
+// reaches the kernel.
+func (fsys *FS) recoverErrno(op string, errno *syscall.Errno) {
+	if r := recover(); r != nil {
+		fsys.log.Error("panic in FUSE handler", "op", op, "panic", r, "stack", string(debug.Stack()))
+		*errno = syscall.EIO
+	}
+}
+
+// errno logs a failed operation's cause and returns its errno.
+func (fsys *FS) errno(op, name string, err error) syscall.Errno {
+	e := ToErrno(err)
+	if e == syscall.EIO {
+		fsys.log.Error("operation failed", "op", op, "name", name, "err", err)
+	} else if err != nil {
+		fsys.log.Debug("operation refused", "op", op, "name", name, "err", err, "errno", e)
+	}
+	return e
+}
+
+// sideSuffix matches the files SQLite keeps beside a database; kvfs keeps
+// them on this host, never in etcd.
+var sideSuffix = regexp.MustCompile(`(-journal|-wal|-shm|-mj[0-9A-Fa-f]{8})$`)
+
+// isSide reports whether name is a side file, and of which database.
+func isSide(name string) (db string, ok bool) {
+	loc := sideSuffix.FindStringIndex(name)
+	if loc == nil {
+		return "", false
+	}
+	return name[:loc[0]], true
+}
+
+// rootNode is the mount's only directory.
+type rootNode struct {
+	fs.Inode
+	fsys *FS
+}
+
+var (
+	_ fs.NodeLookuper  = (*rootNode)(nil)
+	_ fs.NodeReaddirer = (*rootNode)(nil)
+	_ fs.NodeCreater   = (*rootNode)(nil)
+	_ fs.NodeUnlinker  = (*rootNode)(nil)
+	_ fs.NodeRenamer   = (*rootNode)(nil)
+	_ fs.NodeGetattrer = (*rootNode)(nil)
+)
+
+func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o755
+	return 0
+}
+
+func (r *rootNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
+	fsys := r.fsys
+	defer fsys.recoverErrno("lookup", &errno)
+	if _, ok := isSide(name); ok {
+		fsys.mu.Lock()
+		s := fsys.sides[name]
+		fsys.mu.Unlock()
+		if s == nil {
+			return nil, syscall.ENOENT
+		}
+		s.fill(&out.Attr)
+		return s.EmbeddedInode(), 0
+	}
+	if etcdstore.ValidateName(name) != nil {
+		return nil, syscall.ENOENT
+	}
+	d, err := fsys.database(ctx, name)
+	if err != nil {
+		return nil, fsys.errno("lookup", name, err)
+	}
+	d.fill(&out.Attr)
+	return d.EmbeddedInode(), 0
+}
+
+// database returns the node of database name, opening it on first use.
+func (fsys *FS) database(ctx context.Context, name string) (*dbNode, error) {
+	fsys.mu.Lock()
+	d := fsys.dbs[name]
+	fsys.mu.Unlock()
+	if d != nil && !d.gone() {
+		return d, nil
+	}
+	db, err := fsys.opts.Pager.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if d := fsys.dbs[name]; d != nil && !d.gone() {
+		db.Close()
+		return d, nil
+	}
+	d = &dbNode{fsys: fsys, name: name, db: db}
+	fsys.root.NewPersistentInode(ctx, d, fs.StableAttr{Mode: syscall.S_IFREG})
+	fsys.root.AddChild(name, d.EmbeddedInode(), true)
+	fsys.dbs[name] = d
+	db.OnChange(d.remoteChange)
+	return d, nil
+}
+
+func (r *rootNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Errno) {
+	fsys := r.fsys
+	defer fsys.recoverErrno("readdir", &errno)
+	names, err := fsys.opts.Pager.List(ctx)
+	if err != nil {
+		return nil, fsys.errno("readdir", "", err)
+	}
+	fsys.mu.Lock()
+	for n := range fsys.sides {
+		names = append(names, n)
+	}
+	fsys.mu.Unlock()
+	sort.Strings(names)
+	entries := make([]gofuse.DirEntry, 0, len(names))
+	for _, n := range names {
+		entries = append(entries, gofuse.DirEntry{Name: n, Mode: syscall.S_IFREG})
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, _ fs.FileHandle, _ uint32, errno syscall.Errno) {
+	fsys := r.fsys
+	defer fsys.recoverErrno("create", &errno)
+	if fsys.opts.ReadOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if _, ok := isSide(name); ok {
+		if err := etcdstore.ValidateName(name); err != nil {
+			return nil, nil, 0, fsys.errno("create", name, err)
+		}
+		s, err := fsys.createSide(ctx, name)
+		if err != nil {
+			return nil, nil, 0, fsys.errno("create", name, err)
+		}
+		s.fill(&out.Attr)
+		return s.EmbeddedInode(), &sideHandle{s: s}, 0, 0
+	}
+	err := fsys.opts.Pager.Create(ctx, name)
+	if errors.Is(err, pager.ErrExists) {
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, 0, syscall.EEXIST
+		}
+	} else if err != nil {
+		return nil, nil, 0, fsys.errno("create", name, err)
+	}
+	d, err := fsys.database(ctx, name)
+	if err != nil {
+		return nil, nil, 0, fsys.errno("create", name, err)
+	}
+	h, fuseFlags, errno := d.open(ctx, flags, err == nil)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	d.fill(&out.Attr)
+	return d.EmbeddedInode(), h, fuseFlags, 0
+}
+
+func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno) {
+	fsys := r.fsys
+	defer fsys.recoverErrno("unlink", &errno)
+	if fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	if db, ok := isSide(name); ok {
+		fsys.mu.Lock()
+		s := fsys.sides[name]
+		d := fsys.dbs[db]
+		fsys.mu.Unlock()
+		if s == nil {
+			return syscall.ENOENT
+		}
+		// Deleting the journal is the commit point of journal_mode=DELETE;
+		// deleting a super-journal commits every child database.
+		if d != nil && strings.HasSuffix(name, "-journal") {
+			if err := d.commitPoint(ctx, "journal deleted"); err != nil {
+				return fsys.errno("unlink", name, err)
+			}
+		}
+		fsys.mu.Lock()
+		delete(fsys.sides, name)
+		fsys.mu.Unlock()
+		r.RmChild(name)
+		s.discard()
+		return 0
+	}
+	d, err := fsys.database(ctx, name)
+	if err != nil {
+		return fsys.errno("unlink", name, err)
+	}
+	if err := d.remove(ctx); err != nil {
+		return fsys.errno("unlink", name, err)
+	}
+	fsys.mu.Lock()
+	delete(fsys.dbs, name)
+	fsys.mu.Unlock()
+	r.RmChild(name)
+	return 0
+}
+
+// Rename returns EXDEV: a database's name is part of every key it has in
+// etcd, so kvfs does not rename. mv then falls back to copy and delete,
+// which imports the file under its new name.
+func (r *rootNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return syscall.EXDEV
+}
