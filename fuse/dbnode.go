@@ -294,7 +294,10 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 		return nil
 	}
 	d.tx, d.writer = nil, nil
-	err := checkHeader(ctx, tx)
+	var err error
+	if why == "close" {
+		err = checkHeader(ctx, tx)
+	}
 	if err == nil {
 		_, err = tx.Commit(ctx)
 	} else {
@@ -318,9 +321,11 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 	return nil
 }
 
-// checkHeader refuses to commit a file whose SQLite header contradicts its
-// size: when the header's size field is valid (its version-valid-for number
-// equals the change counter), it must equal the file's pages.
+// checkHeader refuses to commit, from a writer that is not SQLite, a file
+// shorter than its SQLite header says (a truncated copy). The header's size
+// field counts only when valid (its version-valid-for number equals the
+// change counter); a longer file is fine: SQLite itself leaves pages past
+// the header's size until it truncates, after the commit point.
 func checkHeader(ctx context.Context, tx *pager.Tx) error {
 	ps := tx.PageSize()
 	if ps == 0 || tx.Size() == 0 {
@@ -332,7 +337,7 @@ func checkHeader(ctx context.Context, tx *pager.Tx) error {
 	}
 	counter, validFor := binary.BigEndian.Uint32(hdr[24:]), binary.BigEndian.Uint32(hdr[92:])
 	pages := binary.BigEndian.Uint32(hdr[28:])
-	if counter == validFor && pages != 0 && int64(pages)*int64(ps) != tx.Size() {
+	if counter == validFor && pages != 0 && int64(pages)*int64(ps) > tx.Size() {
 		return fmt.Errorf("SQLite header says %d pages of %d bytes, file has %d bytes: %w", pages, ps, tx.Size(), pager.ErrInvalidWrite)
 	}
 	return nil

@@ -1,0 +1,165 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/fence"
+	kvfuse "github.com/kvfs/kvfs/fuse"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// sharedEtcd serves the tests that do not stop their etcd.
+var sharedEtcd *etcdstore.Embedded
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kvfs-e2e-etcd")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sharedEtcd, err = etcdstore.StartEmbedded(context.Background(), etcdstore.EmbedConfig{DataDir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start embedded etcd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	sharedEtcd.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireFUSE skips the test when a real mount is impossible here.
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse: load the fuse module (modprobe fuse) to run mount tests")
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			t.Skip("not root and no fusermount3: run as root or apt-get install fuse3")
+		}
+	}
+	if _, err := exec.LookPath("sqlite3"); err != nil {
+		t.Skip("no sqlite3 CLI: apt-get install sqlite3 (make test does)")
+	}
+}
+
+// mountOpts configure one mount ("host").
+type mountOpts struct {
+	Prefix      string       // key prefix; "" = a fresh one
+	Etcd        etcdstore.Config
+	Quota       pager.Quota
+	Owner       string
+	HandoffWait time.Duration
+}
+
+// mount is one kvfs mount, unmounted in t.Cleanup.
+type mount struct {
+	t      *testing.T
+	Dir    string
+	Prefix string
+	Store  *etcdstore.Store
+	Pager  *pager.Pager
+	Fence  *fence.Manager
+	FS     *kvfuse.FS
+	done   bool
+}
+
+var seq atomic.Int64
+
+func mountKVFS(t *testing.T, o mountOpts) *mount {
+	t.Helper()
+	requireFUSE(t)
+	n := seq.Add(1)
+	if o.Prefix == "" {
+		o.Prefix = fmt.Sprintf("/e2e/%s-%d/", strings.ReplaceAll(t.Name(), "/", "_"), n)
+	}
+	if o.Etcd.Endpoints == nil {
+		o.Etcd = sharedEtcd.Config()
+	}
+	if o.Owner == "" {
+		o.Owner = fmt.Sprintf("host-%d", n)
+	}
+	ctx := context.Background()
+	store, err := etcdstore.Open(ctx, o.Etcd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := etcdstore.NewKeys(o.Prefix)
+	spool := t.TempDir()
+	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: spool, Quota: o.Quota})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm := fence.NewManager(store, keys, fence.Options{Owner: o.Owner, TTL: 3 * time.Second})
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != ""})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	m := &mount{t: t, Dir: dir, Prefix: o.Prefix, Store: store, Pager: p, Fence: fm, FS: fsys}
+	t.Cleanup(m.Unmount)
+	return m
+}
+
+// Path returns the path of name in the mount.
+func (m *mount) Path(name string) string { return filepath.Join(m.Dir, name) }
+
+// Unmount checks every database's integrity, then unmounts and releases
+// everything. It is idempotent.
+func (m *mount) Unmount() {
+	if m.done {
+		return
+	}
+	m.done = true
+	if !m.t.Failed() {
+		entries, _ := os.ReadDir(m.Dir)
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".db") {
+				if out, err := runSQL(m.Path(e.Name()), "pragma integrity_check;"); err != nil || strings.TrimSpace(out) != "ok" {
+					m.t.Errorf("integrity_check %s at unmount: %q %v", e.Name(), out, err)
+				}
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.FS.Unmount(ctx); err != nil {
+		m.t.Errorf("unmount: %v", err)
+	}
+	m.Fence.Close(ctx)
+	m.Pager.Close()
+	m.Store.Close()
+}
+
+// runSQL runs sql through the stock sqlite3 CLI on path.
+func runSQL(path, sql string) (string, error) {
+	cmd := exec.Command("sqlite3", "-batch", "-bail", path)
+	cmd.Stdin = strings.NewReader(sql)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("sqlite3 %s: %w: %s", filepath.Base(path), err, out)
+	}
+	return string(out), nil
+}
+
+func mustSQL(t *testing.T, path, sql string) string {
+	t.Helper()
+	out, err := runSQL(path, sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
