@@ -55,7 +55,7 @@ func requireFUSE(t *testing.T) {
 
 // mountOpts configure one mount ("host").
 type mountOpts struct {
-	Prefix      string       // key prefix; "" = a fresh one
+	Prefix      string // key prefix; "" = a fresh one
 	Etcd        etcdstore.Config
 	Quota       pager.Quota
 	Owner       string
@@ -96,7 +96,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	}
 	keys := etcdstore.NewKeys(o.Prefix)
 	spool := t.TempDir()
-	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: spool, Quota: o.Quota})
+	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: spool, Quota: o.Quota, ResolveTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

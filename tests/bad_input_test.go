@@ -1,0 +1,122 @@
+package tests
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kvfs/kvfs/pager"
+)
+
+func TestNotSQLiteRefusedLeavesNothing(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	err := os.WriteFile(m.Path("notes.db"), bytes.Repeat([]byte("not a database\n"), 1000), 0o644)
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("writing a text file: %v, want EINVAL", err)
+	}
+	time.Sleep(100 * time.Millisecond) // the kernel forgets the entry
+	if _, err := os.Stat(m.Path("notes.db")); !os.IsNotExist(err) {
+		t.Fatalf("refused file still there: %v", err)
+	}
+	names, _ := m.Pager.List(t.Context())
+	if len(names) != 0 {
+		t.Fatalf("databases after refused import: %v", names)
+	}
+	// A real database copied in works, and is a database.
+	src := t.TempDir() + "/src.db"
+	mustSQL(t, src, "create table t(x); insert into t values (1),(2),(3);")
+	b, _ := os.ReadFile(src)
+	if err := os.WriteFile(m.Path("copy.db"), b, 0o644); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if out := mustSQL(t, m.Path("copy.db"), "select count(*) from t;"); out != "3\n" {
+		t.Fatalf("imported: %q", out)
+	}
+	// Truncated copy (shorter than its header says) is refused at close.
+	f, err := os.Create(m.Path("short.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := t.TempDir() + "/big.db"
+	mustSQL(t, big, "create table t(x); with recursive n(i) as (select 1 union all select i+1 from n where i<2000) insert into t select randomblob(100) from n;")
+	bb, _ := os.ReadFile(big)
+	f.Write(bb[:len(bb)/2/4096*4096])
+	if err := f.Close(); err == nil {
+		t.Fatal("closing a truncated copy succeeded")
+	}
+}
+
+func TestBadNames(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	for _, name := range []string{"ctl\x01.db", "tab\t.db", "new\nline.db"} {
+		_, err := os.Create(m.Path(name))
+		if !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("create %q: %v, want EINVAL", name, err)
+		}
+	}
+	if _, err := os.Create(m.Path(strings.Repeat("x", 300))); err == nil {
+		t.Error("300-byte name accepted")
+	}
+	if err := os.Mkdir(m.Path("dir"), 0o755); err == nil {
+		t.Error("mkdir accepted")
+	}
+	names, _ := m.Pager.List(t.Context())
+	if len(names) != 0 {
+		t.Fatalf("databases after bad names: %v", names)
+	}
+}
+
+func TestQuotaGivesSQLiteFull(t *testing.T) {
+	m := mountKVFS(t, mountOpts{Quota: pager.Quota{MaxBytes: 200 << 10}})
+	db := m.Path("q.db")
+	mustSQL(t, db, "create table t(x); insert into t values (randomblob(1000));")
+	before := mustSQL(t, db, "select count(*), sum(length(x)) from t;")
+	out, err := runSQL(db, "insert into t select randomblob(100000) from (select 1 union all select 2 union all select 3);")
+	if err == nil || !strings.Contains(out, "database or disk is full") {
+		t.Fatalf("over quota: %v %q, want SQLITE_FULL", err, out)
+	}
+	if after := mustSQL(t, db, "select count(*), sum(length(x)) from t;"); after != before {
+		t.Fatalf("after refused insert: %q, before %q", after, before)
+	}
+	// Within the quota it keeps working.
+	mustSQL(t, db, "insert into t values (randomblob(1000));")
+}
+
+func TestWALRefusedCleanly(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	db := m.Path("w.db")
+	mustSQL(t, db, "create table t(x); insert into t values (1);")
+	runSQL(db, "pragma journal_mode=wal; insert into t values (2);")
+	if out := mustSQL(t, db, "pragma journal_mode; select count(*) from t; pragma integrity_check;"); out != "delete\n1\nok\n" {
+		t.Fatalf("after refused WAL: %q", out)
+	}
+	mustSQL(t, db, "insert into t values (3);")
+}
+
+// TestTwoHosts: two mounts on one etcd stand for two hosts. Each writes in
+// turn (the write lease is handed over) and reads the other's commits.
+func TestTwoHosts(t *testing.T) {
+	a := mountKVFS(t, mountOpts{HandoffWait: 10 * time.Second})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix, HandoffWait: 10 * time.Second})
+	mustSQL(t, a.Path("s.db"), "create table t(host, n);")
+	for i := 0; i < 3; i++ {
+		mustSQL(t, a.Path("s.db"), "insert into t values ('a', 1);")
+		mustSQL(t, b.Path("s.db"), "insert into t values ('b', 1);")
+	}
+	want := "a|3\nb|3\n"
+	for _, m := range []*mount{a, b} {
+		var out string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if out = mustSQL(t, m.Path("s.db"), "select host, count(*) from t group by host;"); out == want {
+				break
+			}
+		}
+		if out != want {
+			t.Fatalf("host %s reads %q, want %q", m.Prefix, out, want)
+		}
+	}
+}
