@@ -1,7 +1,7 @@
 # kvfs — the Makefile is CI's only entry point (.ci/run calls `make test`
 # and `make test-integration`).
 #
-#   make run               build and run kvfs on ./data with the embedded etcd
+#   make run               build kvfs and mount it at $(MOUNTPOINT) with the embedded etcd on ./data
 #   make test              lint, unit + embedded etcd + separate etcd process tests, -race on core packages
 #   make test-integration  3-member etcd cluster and many-trial tests
 #   make bench             Go benchmarks; results in bench-out/
@@ -14,8 +14,9 @@ export PATH  := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO           ?= go
 BIN          := $(CURDIR)/bin
 DATA_DIR     ?= $(CURDIR)/data
+MOUNTPOINT   ?= /mnt/kvfs
 TEST_TIMEOUT ?= 15m
-CORE_PKGS    := ./etcdstore/... ./ltx/... ./pager/... ./fence/...
+CORE_PKGS    := ./etcdstore/... ./ltx/... ./pager/... ./fence/... ./fuse/...
 STATICCHECK_VERSION := v0.8.2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 export KVFS_ETCD_BIN := $(BIN)/etcd-server
@@ -46,10 +47,11 @@ deps:
 	fi
 	@command -v $(GO) >/dev/null || { echo "Go is not installed (need Go 1.26: /usr/local/go/bin/go)"; exit 1; }
 
-# run starts the embedded etcd on $(DATA_DIR) in the foreground (Ctrl-C
-# stops it). It becomes `kvfs mount` when the FUSE mount lands.
-run: deps build
-	$(BIN)/kvfs etcd --data-dir $(DATA_DIR)
+# run mounts kvfs at $(MOUNTPOINT) in the foreground, with the embedded
+# etcd on $(DATA_DIR); Ctrl-C unmounts.
+run: deps build sweep
+	@mkdir -p $(MOUNTPOINT)
+	$(BIN)/kvfs mount --data-dir $(DATA_DIR) --spool-dir $(DATA_DIR) $(MOUNTPOINT)
 
 test: deps sweep lint test-unit test-race
 
