@@ -26,13 +26,20 @@ type dbNode struct {
 	name string
 	db   *pager.Database
 
-	mu       sync.Mutex
-	lease    *fence.Lease
-	tx       *pager.Tx
-	writer   *dbHandle // the handle whose writes the open transaction holds
-	removed  bool
-	notSQL   bool // a write was refused because the file is not a SQLite database
-	handoffs chan struct{}
+	mu      sync.Mutex
+	lease   *fence.Lease
+	tx      *pager.Tx
+	writer  *dbHandle // the handle whose writes the open transaction holds
+	removed bool
+	notSQL  bool // a write was refused because the file is not a SQLite database
+
+	// Locks and the host's read view: SQLite's SHARED lock pins a
+	// snapshot shared by every process of this host (they share the
+	// kernel's page cache too); it moves to the latest commit when the
+	// first SHARED lock is taken after all were released.
+	locks      lockTable
+	view       *pager.Snapshot
+	cachedTXID uint64 // the txid the kernel's page cache reflects
 }
 
 var (
@@ -44,6 +51,9 @@ var (
 	_ fs.NodeFsyncer   = (*dbNode)(nil)
 	_ fs.NodeFlusher   = (*dbNode)(nil)
 	_ fs.NodeReleaser  = (*dbNode)(nil)
+	_ fs.NodeGetlker   = (*dbNode)(nil)
+	_ fs.NodeSetlker   = (*dbNode)(nil)
+	_ fs.NodeSetlkwer  = (*dbNode)(nil)
 )
 
 // dbHandle is one open file description of a database.
@@ -132,13 +142,17 @@ func (d *dbNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int
 
 func (d *dbNode) readAt(ctx context.Context, dest []byte, off int64) (int, error) {
 	d.mu.Lock()
-	tx := d.tx
+	tx, view := d.tx, d.view
 	d.mu.Unlock()
 	if tx != nil {
 		n, err := tx.ReadAt(ctx, dest, off)
 		if !errors.Is(err, pager.ErrTxDone) {
 			return n, err
 		}
+	}
+	if view != nil {
+		// A view closed meanwhile still reads its commit consistently.
+		return view.ReadAt(ctx, dest, off)
 	}
 	snap, err := d.db.Snapshot(ctx)
 	if err != nil {
@@ -221,24 +235,8 @@ func (d *dbNode) ensureTxLocked(ctx context.Context) (*pager.Tx, error) {
 	if d.tx != nil {
 		return d.tx, nil
 	}
-	if d.lease != nil {
-		select {
-		case <-d.lease.Done():
-			d.dropLeaseLocked(ctx)
-		default:
-		}
-	}
-	if d.lease == nil {
-		lease, err := d.fsys.opts.Fence.AcquireWithHandoff(ctx, d.name, d.fsys.opts.HandoffWait)
-		if err != nil {
-			return nil, err
-		}
-		if err := d.db.Acquire(ctx, lease); err != nil {
-			lease.Release(context.WithoutCancel(ctx))
-			return nil, err
-		}
-		d.lease = lease
-		go d.watchLease(lease)
+	if err := d.ensureLeaseLocked(ctx, d.fsys.opts.HandoffWait); err != nil {
+		return nil, err
 	}
 	tx, err := d.db.Begin(ctx)
 	if err != nil {
@@ -254,10 +252,10 @@ func (d *dbNode) watchLease(l *fence.Lease) {
 	select {
 	case <-l.HandoffRequested():
 		d.mu.Lock()
-		if d.lease == l && d.tx == nil {
+		if d.lease == l && d.idleLocked() {
 			d.dropLeaseLocked(context.Background())
 		}
-		// Otherwise commitPoint releases it after the transaction.
+		// Otherwise the end of the transaction releases it.
 		d.mu.Unlock()
 	case <-l.Done():
 		d.mu.Lock()
@@ -311,13 +309,15 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 		}
 		return err
 	}
-	if d.lease != nil {
-		select {
-		case <-d.lease.HandoffRequested():
-			d.dropLeaseLocked(context.WithoutCancel(ctx))
-		default:
+	// The kernel's cache holds what was written: it reflects the commit.
+	d.cachedTXID = d.db.Head().TXID
+	if d.view != nil {
+		if snap, err := d.db.Snapshot(ctx); err == nil {
+			d.view.Close()
+			d.view = snap
 		}
 	}
+	d.handoffIfAskedLocked(ctx)
 	return nil
 }
 
@@ -359,8 +359,20 @@ func (d *dbNode) invalidate() {
 	go d.NotifyContent(0, 0)
 }
 
-// remoteChange is called when another host committed.
-func (d *dbNode) remoteChange(pager.Head) { d.invalidate() }
+// remoteChange is called when another host committed. With no local read
+// transaction open, the kernel's cache is dropped now; otherwise when the
+// next read transaction starts (Setlk).
+func (d *dbNode) remoteChange(h pager.Head) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.locks.mu.Lock()
+	readers := d.locks.sharedOwners()
+	d.locks.mu.Unlock()
+	if readers == 0 && d.tx == nil {
+		d.cachedTXID = h.TXID
+		d.invalidate()
+	}
+}
 
 // journalActive reports whether the database has a live rollback journal
 // on this host: then the journal's invalidation, not an fsync or a close,
@@ -455,6 +467,10 @@ func (d *dbNode) remove(ctx context.Context) error {
 func (d *dbNode) close(ctx context.Context) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.view != nil {
+		d.view.Close()
+		d.view = nil
+	}
 	if d.tx != nil {
 		d.tx.Rollback()
 		d.tx = nil

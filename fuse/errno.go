@@ -21,7 +21,8 @@ var errnoTable = []struct {
 	{context.Canceled, syscall.EINTR},
 	{pager.ErrQuotaExceeded, syscall.ENOSPC},
 	{etcdstore.ErrNoSpace, syscall.ENOSPC},
-	{fence.ErrHeld, syscall.EAGAIN}, // another host holds the write lease (and ErrBusy)
+	{fence.ErrHeld, syscall.EAGAIN}, // another host holds the write lease
+	{fence.ErrBusy, syscall.EAGAIN},
 	{pager.ErrFenced, syscall.EAGAIN},
 	{fence.ErrFenced, syscall.EAGAIN},
 	{pager.ErrConflict, syscall.EAGAIN},

@@ -40,9 +40,14 @@ type Options struct {
 	ReadOnly bool
 	// AllowOther lets other users access the mount.
 	AllowOther bool
-	// HandoffWait is how long a write waits for another host to hand over
-	// the database's write lease before failing with EAGAIN (default 5 s).
+	// HandoffWait is how long a write without a lock (not SQLite) waits for
+	// another host to hand over the database's write lease before failing
+	// with EAGAIN (default 5 s).
 	HandoffWait time.Duration
+	// LockHandoffWait is how long SQLite's RESERVED lock waits for the
+	// lease before EAGAIN, i.e. SQLITE_BUSY: SQLite's busy handler retries
+	// (default 200 ms).
+	LockHandoffWait time.Duration
 	// EntryTimeout, AttrTimeout and NegativeTimeout are the kernel's cache
 	// times for names, attributes and absent names (default 1 s each).
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
@@ -78,6 +83,9 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	if opts.HandoffWait <= 0 {
 		opts.HandoffWait = 5 * time.Second
 	}
+	if opts.LockHandoffWait <= 0 {
+		opts.LockHandoffWait = 200 * time.Millisecond
+	}
 	for _, d := range []*time.Duration{&opts.EntryTimeout, &opts.AttrTimeout, &opts.NegativeTimeout} {
 		if *d <= 0 {
 			*d = time.Second
@@ -96,6 +104,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		Debug:                    opts.Debug,
 		DirectMount:              os.Geteuid() == 0,
 		DisableXAttrs:            true,
+		EnableLocks:              true,
 		MaxWrite:                 1 << 20,
 		MaxBackground:            64,
 		ExplicitDataCacheControl: false,
