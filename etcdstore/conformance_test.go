@@ -370,6 +370,18 @@ func testPinnedReads(t *testing.T, s *Store, p string) {
 	if got, err := s.GetChunked(ctx, p+"blob", pinned); err != nil || string(got) != "old blob" {
 		t.Fatalf("chunked at %d: %q %v", pinned, got, err)
 	}
+	// Several keys in one round trip, pinned too; absent keys are nil.
+	many, err := s.GetMany(ctx, []string{k, p + "rows/1", p + "rows/2", p + "none"}, pinned)
+	if err != nil || len(many) != 4 || string(many[0].Value) != "old" || string(many[1].Value) != "a" || many[2] != nil || many[3] != nil {
+		t.Fatalf("get many at %d: %v %v", pinned, many, err)
+	}
+	var keys []string
+	for i := 0; i < 300; i++ {
+		keys = append(keys, fmt.Sprintf("%smany/%d", p, i))
+	}
+	if many, err := s.GetMany(ctx, keys, 0); err != nil || len(many) != 300 {
+		t.Fatalf("get 300 keys: %d %v", len(many), err)
+	}
 }
 
 func testRangePaging(t *testing.T, s *Store, p string) {

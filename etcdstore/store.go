@@ -254,3 +254,36 @@ func (s *Store) Count(ctx context.Context, prefix string, rev int64) (int64, err
 	}
 	return resp.Count, nil
 }
+
+// GetMany reads keys at revision rev (0 = latest) in one round trip (one
+// read-only transaction per MaxTxnOps keys). The result has one entry per
+// key, nil for an absent key.
+func (s *Store) GetMany(ctx context.Context, keys []string, rev int64) ([]*KeyValue, error) {
+	out := make([]*KeyValue, 0, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), s.limits.MaxTxnOps)
+		ops := make([]clientv3.Op, n)
+		for i, k := range keys[:n] {
+			if rev > 0 {
+				ops[i] = clientv3.OpGet(k, clientv3.WithRev(rev))
+			} else {
+				ops[i] = clientv3.OpGet(k)
+			}
+		}
+		cctx, cancel := s.withTimeout(ctx)
+		resp, err := s.cli.Txn(cctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return nil, classify("get many", ctx, cctx, s.timeout, rev, err)
+		}
+		for _, r := range resp.Responses {
+			var kv *KeyValue
+			if rr := r.GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
+				kv = fromKV(rr.Kvs[0])
+			}
+			out = append(out, kv)
+		}
+		keys = keys[n:]
+	}
+	return out, nil
+}

@@ -90,8 +90,61 @@ func (db *Database) load(ctx context.Context) error {
 	db.mu.Lock()
 	db.head, db.headRev, db.inc, db.idx, db.stale = head, kv.ModRevision, kv.CreateRevision, idx, false
 	db.mu.Unlock()
+	db.preload(ctx, head, kv.ModRevision, kv.CreateRevision)
 	db.startFollowing(rev + 1)
 	return nil
+}
+
+// maxPreload bounds the deltas one open preloads.
+const maxPreload = 256
+
+// preload fetches, in one round trip, the deltas holding page 1 and the
+// configured ranges, and caches those that are one chunk (the others open
+// on first read). Failures only cost the round trip: reads fetch as usual.
+func (db *Database) preload(ctx context.Context, head Head, rev, inc int64) {
+	if head.TXID == 0 {
+		return
+	}
+	seen := map[uint64]bool{}
+	var txids []uint64
+	add := func(pgno uint32) bool {
+		if t, ok := db.idx.lookup(pgno, head.TXID); ok && !seen[t] {
+			if _, cached := db.p.blobs.get(blobKey{inc, t}); !cached {
+				seen[t] = true
+				txids = append(txids, t)
+			}
+		}
+		return len(txids) < maxPreload
+	}
+	add(1)
+	for _, r := range db.p.opts.Preload {
+		for p := max(r.First, 1); p <= min(r.Last, head.Pages) && add(p); p++ {
+		}
+	}
+	if len(txids) == 0 {
+		return
+	}
+	keys := make([]string, len(txids))
+	for i, t := range txids {
+		keys[i] = etcdstore.ChunkKey(db.p.keys.Delta(db.name, t), 0)
+	}
+	kvs, err := db.p.store.GetMany(ctx, keys, rev)
+	if err != nil {
+		db.p.log.Warn("preload", "db", db.name, "err", err)
+		return
+	}
+	for i, kv := range kvs {
+		if kv == nil {
+			continue
+		}
+		n, payload, err := etcdstore.DecodeChunk(kv.Value)
+		if err != nil || n != 1 {
+			continue
+		}
+		if blob, err := ltx.OpenBlob(payload); err == nil {
+			db.p.blobs.put(blobKey{inc, txids[i]}, blob)
+		}
+	}
 }
 
 // loadRows reads every page index row with txid ≤ maxTXID at rev into idx.

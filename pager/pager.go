@@ -33,6 +33,7 @@ type Store interface {
 	Range(ctx context.Context, prefix string, o etcdstore.RangeOptions, fn func(*etcdstore.KeyValue) error) (int64, error)
 	GetChunked(ctx context.Context, base string, rev int64) ([]byte, error)
 	GetChunk(ctx context.Context, base string, i int, rev int64) (etcdstore.ChunkInfo, []byte, error)
+	GetMany(ctx context.Context, keys []string, rev int64) ([]*etcdstore.KeyValue, error)
 	Txn(ctx context.Context, cmps []etcdstore.Cmp, ops []etcdstore.Op) (etcdstore.TxnResult, error)
 	Watch(ctx context.Context, prefix string, fromRev int64) <-chan etcdstore.WatchBatch
 	Limits() etcdstore.Limits
@@ -72,11 +73,17 @@ type Options struct {
 	ResolveTimeout time.Duration
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// Preload lists page ranges fetched, with page 1, when a database is
+	// opened: one etcd round trip for the deltas holding them.
+	Preload []PageRange
 	// Metrics records Prometheus metrics (NewMetrics); nil records none.
 	Metrics *Metrics
 	// Registerer, with Metrics, also exposes the cache counters.
 	Registerer prometheus.Registerer
 }
+
+// PageRange is pages First through Last, inclusive.
+type PageRange struct{ First, Last uint32 }
 
 // Pager opens databases stored under one etcd prefix. It is safe for
 // concurrent use; each database is opened once per Pager and shared.
