@@ -58,7 +58,8 @@ func ValidateName(name string) error {
 //	P db/D/handoff                  a host's request for the write lease
 //	P db/D/delta/<txid %016x>/<chunk %04x>   LTX bytes of one commit
 //	P db/D/pidx/<txid %016x>/<chunk %04x>    page numbers in delta txid still live there
-//	P db/D/shard/<shard %08x>/<chunk %04x>   LTX of one folded page range
+//	P db/D/compaction               compaction-owned state: shard versions, usage
+//	P db/D/shard/<shard %08x>/<txid %016x>/<chunk %04x>   LTX of one page range folded up to txid
 //
 // Fixed-width hex makes etcd's byte order the numeric order, so a range read
 // returns txids, pages and shards ascending. Names never contain '/', so the
@@ -129,10 +130,21 @@ func (k Keys) PIDX(name string, txid uint64) string {
 // Shards is the prefix of every shard of the database.
 func (k Keys) Shards(name string) string { return k.DB(name) + "shard/" }
 
-// Shard is the chunk base of shard number n.
+// Shard is the prefix of every version of shard number n.
 func (k Keys) Shard(name string, n uint32) string {
-	return k.Shards(name) + fmt.Sprintf("%08x", n)
+	return k.Shards(name) + fmt.Sprintf("%08x/", n)
 }
+
+// ShardVersion is the chunk base of shard n folded up to txid. Versions are
+// written whole before the compaction state points at them, and deleted
+// only after it points elsewhere.
+func (k Keys) ShardVersion(name string, n uint32, txid uint64) string {
+	return k.Shard(name, n) + fmt.Sprintf("%016x", txid)
+}
+
+// Compaction is the key of the database's compaction state, written only
+// by compaction so commits never contend with it.
+func (k Keys) Compaction(name string) string { return k.DB(name) + "compaction" }
 
 // KeyKind says what a parsed key is.
 type KeyKind int
@@ -146,14 +158,15 @@ const (
 	KindHandoff
 	KindDelta // a chunk of a delta
 	KindPIDX
-	KindShard // a chunk of a shard
+	KindShard // a chunk of a shard version
+	KindCompaction
 )
 
 // KeyInfo is what Keys.Parse learns from a key.
 type KeyInfo struct {
 	DB    string
 	Kind  KeyKind
-	TXID  uint64 // KindDelta, KindPIDX
+	TXID  uint64 // KindDelta, KindPIDX, KindShard
 	Shard uint32 // KindShard
 	Chunk int    // KindDelta, KindPIDX, KindShard
 }
@@ -200,13 +213,16 @@ func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
 			return info, false
 		}
 		info.Kind, info.TXID, info.Chunk = KindPIDX, txid, int(chunk)
-	case len(parts) == 3 && parts[0] == "shard":
+	case len(parts) == 1 && parts[0] == "compaction":
+		info.Kind = KindCompaction
+	case len(parts) == 4 && parts[0] == "shard":
 		n, ok1 := hex(parts[1], 8, 32)
-		chunk, ok2 := hex(parts[2], 4, 16)
-		if !ok1 || !ok2 {
+		txid, ok2 := hex(parts[2], 16, 64)
+		chunk, ok3 := hex(parts[3], 4, 16)
+		if !ok1 || !ok2 || !ok3 {
 			return info, false
 		}
-		info.Kind, info.Shard, info.Chunk = KindShard, uint32(n), int(chunk)
+		info.Kind, info.Shard, info.TXID, info.Chunk = KindShard, uint32(n), txid, int(chunk)
 	default:
 		return info, false
 	}

@@ -46,12 +46,13 @@ func TestKeysLayout(t *testing.T) {
 	}
 	// The layout is a contract with data already in etcd: pin it.
 	want := map[string]string{
-		k.Head("app.db"):                   "/kvfs/db/app.db/head",
-		k.Fence("app.db"):                  "/kvfs/db/app.db/fence",
-		k.Handoff("app.db"):                "/kvfs/db/app.db/handoff",
-		ChunkKey(k.Delta("app.db", 42), 3): "/kvfs/db/app.db/delta/000000000000002a/0003",
-		ChunkKey(k.PIDX("app.db", 7), 0):   "/kvfs/db/app.db/pidx/0000000000000007/0000",
-		ChunkKey(k.Shard("app.db", 2), 0):  "/kvfs/db/app.db/shard/00000002/0000",
+		k.Head("app.db"):                            "/kvfs/db/app.db/head",
+		k.Fence("app.db"):                           "/kvfs/db/app.db/fence",
+		k.Handoff("app.db"):                         "/kvfs/db/app.db/handoff",
+		ChunkKey(k.Delta("app.db", 42), 3):          "/kvfs/db/app.db/delta/000000000000002a/0003",
+		ChunkKey(k.PIDX("app.db", 7), 0):            "/kvfs/db/app.db/pidx/0000000000000007/0000",
+		ChunkKey(k.ShardVersion("app.db", 2, 5), 0): "/kvfs/db/app.db/shard/00000002/0000000000000005/0000",
+		k.Compaction("app.db"):                      "/kvfs/db/app.db/compaction",
 	}
 	for got, w := range want {
 		if got != w {
@@ -80,7 +81,8 @@ func TestKeysParse(t *testing.T) {
 		{k.Generation("a"), KeyInfo{DB: "a", Kind: KindGeneration}},
 		{ChunkKey(k.Delta("a", 1<<40), 5), KeyInfo{DB: "a", Kind: KindDelta, TXID: 1 << 40, Chunk: 5}},
 		{ChunkKey(k.PIDX("a", 1<<31), 2), KeyInfo{DB: "a", Kind: KindPIDX, TXID: 1 << 31, Chunk: 2}},
-		{ChunkKey(k.Shard("a", 9), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, Chunk: 0xffff}},
+		{ChunkKey(k.ShardVersion("a", 9, 3), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, TXID: 3, Chunk: 0xffff}},
+		{k.Compaction("a"), KeyInfo{DB: "a", Kind: KindCompaction}},
 	}
 	for _, c := range cases {
 		got, ok := k.Parse(c.key)
@@ -90,7 +92,7 @@ func TestKeysParse(t *testing.T) {
 	}
 	for _, bad := range []string{"", "/p/", "/p/db/", "/p/db/a", "/p/db/a/", "/p/db/a/heads", "/q/db/a/head",
 		"/p/db/a/pidx/7", "/p/db/a/pidx/000000000000000A/0000", "/p/db/a/pidx/0000000000000001", "/p/db/a/pidx/0000000g", "/p/db/a/delta/0000000000000001", "/p/db/a/delta/0000000000000001/1",
-		"/p/db/a\x01/head", "/p/db/a/shard/00000001/0000/x"} {
+		"/p/db/a\x01/head", "/p/db/a/shard/00000001/0000/x", "/p/db/a/shard/00000001/0000"} {
 		if info, ok := k.Parse(bad); ok {
 			t.Errorf("Parse(%q) = %+v, want not ok", bad, info)
 		}
@@ -123,7 +125,9 @@ func FuzzKeysParse(f *testing.F) {
 		case KindPIDX:
 			rebuilt = ChunkKey(k.PIDX(info.DB, info.TXID), info.Chunk)
 		case KindShard:
-			rebuilt = ChunkKey(k.Shard(info.DB, info.Shard), info.Chunk)
+			rebuilt = ChunkKey(k.ShardVersion(info.DB, info.Shard, info.TXID), info.Chunk)
+		case KindCompaction:
+			rebuilt = k.Compaction(info.DB)
 		}
 		if rebuilt != key {
 			t.Fatalf("Parse(%q) = %+v, rebuilt %q", key, info, rebuilt)

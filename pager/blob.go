@@ -9,41 +9,48 @@ import (
 	"github.com/kvfs/kvfs/ltx"
 )
 
-// chunkKey names one chunk of a delta.
+// chunkKey names one chunk of a blob.
 type chunkKey struct {
-	inc   int64
-	txid  uint64
+	blob  blobKey
 	chunk int
 }
 
-// openBlob opens delta txid as of rev. A one-chunk delta is fetched whole;
-// a larger one is opened through its first and last chunks (header, page
-// index) and its pages are read chunk by chunk as needed, so a page of a
-// huge delta costs one chunk, not the delta.
-func (db *Database) openBlob(ctx context.Context, inc int64, txid uint64, rev int64) (*ltx.Blob, error) {
-	base := db.p.keys.Delta(db.name, txid)
+// blobBase returns the chunk base key of a blob.
+func (db *Database) blobBase(k blobKey) string {
+	if k.shard {
+		return db.p.keys.ShardVersion(db.name, k.n, k.txid)
+	}
+	return db.p.keys.Delta(db.name, k.txid)
+}
+
+// openBlob opens a delta or shard version as of rev. A one-chunk blob is
+// fetched whole; a larger one is opened through its first and last chunks
+// (header, page index) and its pages are read chunk by chunk as needed, so
+// a page of a huge blob costs one chunk, not the blob.
+func (db *Database) openBlob(ctx context.Context, k blobKey, rev int64) (*ltx.Blob, error) {
+	base := db.blobBase(k)
 	info, first, err := db.p.store.GetChunk(ctx, base, 0, rev)
 	if err != nil {
-		return nil, fmt.Errorf("read %s delta %d: %w", db.name, txid, err)
+		return nil, fmt.Errorf("read %s %s: %w", db.name, k, err)
 	}
 	if info.Count == 1 {
 		blob, err := ltx.OpenBlob(first)
 		if err != nil {
-			return nil, fmt.Errorf("read %s delta %d: %w: %w", db.name, txid, ErrCorrupt, err)
+			return nil, fmt.Errorf("read %s %s: %w: %w", db.name, k, ErrCorrupt, err)
 		}
 		return blob, nil
 	}
-	r := &chunkReader{db: db, base: base, rev: rev, info: info, key: chunkKey{inc, txid, 0}}
+	r := &chunkReader{db: db, base: base, rev: rev, info: info, key: chunkKey{k, 0}}
 	db.p.chunks.put(r.key, first)
 	_, last, err := db.p.store.GetChunk(ctx, base, info.Count-1, rev)
 	if err != nil {
-		return nil, fmt.Errorf("read %s delta %d: %w", db.name, txid, err)
+		return nil, fmt.Errorf("read %s %s: %w", db.name, k, err)
 	}
-	db.p.chunks.put(chunkKey{inc, txid, info.Count - 1}, last)
+	db.p.chunks.put(chunkKey{k, info.Count - 1}, last)
 	size := int64(info.Count-1)*int64(info.Size) + int64(len(last))
 	blob, err := ltx.OpenBlobAt(r, size)
 	if err != nil {
-		return nil, fmt.Errorf("read %s delta %d: %w: %w", db.name, txid, ErrCorrupt, err)
+		return nil, fmt.Errorf("read %s %s: %w: %w", db.name, k, ErrCorrupt, err)
 	}
 	return blob, nil
 }

@@ -113,8 +113,8 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		row = encodePgnos(pgnos)
 		head.UsedBytes += int64(len(blob) + len(row))
 	}
-	if max := tx.quota.MaxBytes; max > 0 && head.UsedBytes > max && head.UsedBytes > tx.base.UsedBytes {
-		return CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: head.UsedBytes, Max: max}
+	if used := tx.v.usage() + head.UsedBytes - tx.base.UsedBytes; tx.quota.MaxBytes > 0 && used > tx.quota.MaxBytes && head.UsedBytes > tx.base.UsedBytes {
+		return CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: used, Max: tx.quota.MaxBytes}
 	}
 	if max := tx.quota.MaxPages; max > 0 && int64(pages) > max && pages > tx.base.Pages {
 		return CommitInfo{}, &QuotaError{DB: db.name, What: "pages", Used: int64(pages), Max: max}
@@ -191,14 +191,18 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 func (tx *Tx) landed(head Head, rev int64, pgnos []uint32, blob []byte) {
 	db := tx.db
 	if len(pgnos) > 0 {
-		db.idx.add(head.TXID, pgnos)
+		db.mu.Lock()
+		idx := db.idx
+		db.mu.Unlock()
+		idx.add(head.TXID, pgnos)
 		if b, err := ltx.OpenBlob(blob); err == nil {
-			db.p.blobs.put(blobKey{tx.inc, head.TXID}, b)
+			db.p.blobs.put(blobKey{inc: tx.v.inc, txid: head.TXID}, b)
 		}
 	}
 	db.mu.Lock()
 	if rev > db.headRev {
 		db.head, db.headRev = head, rev
+		db.viewRev = max(db.viewRev, rev)
 	}
 	db.mu.Unlock()
 }

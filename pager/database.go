@@ -22,12 +22,16 @@ type Database struct {
 	head    Head
 	headRev int64 // mod revision of the head key
 	inc     int64 // create revision of the head key: this incarnation
+	comp    *compState
+	compRev int64 // mod revision of the compaction key; 0 when absent
+	viewRev int64 // revision at which head, comp and idx are all current
 	idx     *pageIndex
+	pinRevs map[int64]int // open snapshots by revision
+	prune   bool          // the index holds removals to forget
 	fence   Fence
 	tx      *Tx
 	stale   bool // state may be behind etcd: reload before the next use
 	removed bool
-	pins    int // open snapshots
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -44,7 +48,7 @@ func (db *Database) OnChange(fn func(Head)) {
 }
 
 func newDatabase(p *Pager, name string) *Database {
-	return &Database{p: p, name: name, idx: newPageIndex()}
+	return &Database{p: p, name: name, idx: newPageIndex(), pinRevs: map[int64]int{}}
 }
 
 // Name returns the database name.
@@ -83,14 +87,25 @@ func (db *Database) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", db.name, err)
 	}
+	var comp *compState
+	var compRev int64
+	if ckv, _, err := store.Get(ctx, keys.Compaction(db.name), rev); err == nil {
+		if comp, err = parseCompState(ckv.Value); err != nil {
+			return fmt.Errorf("open %s: %w", db.name, err)
+		}
+		compRev = ckv.ModRevision
+	} else if !errors.Is(err, etcdstore.ErrNotFound) {
+		return fmt.Errorf("open %s: %w", db.name, err)
+	}
 	idx := newPageIndex()
 	if err := db.loadRows(ctx, idx, rev, head.TXID); err != nil {
 		return fmt.Errorf("open %s: %w", db.name, err)
 	}
 	db.mu.Lock()
 	db.head, db.headRev, db.inc, db.idx, db.stale = head, kv.ModRevision, kv.CreateRevision, idx, false
+	db.comp, db.compRev, db.viewRev = comp, compRev, rev
 	db.mu.Unlock()
-	db.preload(ctx, head, kv.ModRevision, kv.CreateRevision)
+	db.preload(ctx, head, rev, kv.CreateRevision)
 	db.startFollowing(rev + 1)
 	return nil
 }
@@ -108,8 +123,8 @@ func (db *Database) preload(ctx context.Context, head Head, rev, inc int64) {
 	seen := map[uint64]bool{}
 	var txids []uint64
 	add := func(pgno uint32) bool {
-		if t, ok := db.idx.lookup(pgno, head.TXID); ok && !seen[t] {
-			if _, cached := db.p.blobs.get(blobKey{inc, t}); !cached {
+		if t, ok := db.idx.lookup(pgno, head.TXID, rev); ok && !seen[t] {
+			if _, cached := db.p.blobs.get(blobKey{inc: inc, txid: t}); !cached {
 				seen[t] = true
 				txids = append(txids, t)
 			}
@@ -142,7 +157,7 @@ func (db *Database) preload(ctx context.Context, head Head, rev, inc int64) {
 			continue
 		}
 		if blob, err := ltx.OpenBlob(payload); err == nil {
-			db.p.blobs.put(blobKey{inc, txids[i]}, blob)
+			db.p.blobs.put(blobKey{inc: inc, txid: txids[i]}, blob)
 		}
 	}
 }
@@ -227,12 +242,30 @@ func (db *Database) startFollowing(rev int64) {
 	}()
 }
 
-// apply applies one watch batch: page index rows first, then the head, so
-// a head never points at rows this host has not indexed.
+// apply applies one watch batch: page index rows first, then the head and
+// the compaction state, then the batch's revision becomes the host's view
+// revision, so a head never points at rows this host has not indexed.
 func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
 	keys := db.p.keys
-	var newHead *Head
-	var newRev int64
+	var (
+		newHead *Head
+		newRev  int64
+		newComp *compState
+		compRev int64
+	)
+	setRow := func(txid uint64, pgnos []uint32, rev int64) {
+		db.idx.mu.RLock()
+		_, known := db.idx.rows[txid]
+		db.idx.mu.RUnlock()
+		if known {
+			db.idx.setRow(txid, pgnos, rev) // compaction shrank the row
+			db.mu.Lock()
+			db.prune = true
+			db.mu.Unlock()
+		} else {
+			db.idx.add(txid, pgnos)
+		}
+	}
 	for _, ev := range b.Events {
 		info, ok := keys.Parse(ev.KV.Key)
 		if !ok {
@@ -240,7 +273,10 @@ func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
 		}
 		switch {
 		case info.Kind == etcdstore.KindPIDX && ev.Type == etcdstore.EventDelete && info.Chunk == 0:
-			db.idx.remove(info.TXID)
+			db.idx.setRow(info.TXID, nil, ev.KV.ModRevision)
+			db.mu.Lock()
+			db.prune = true
+			db.mu.Unlock()
 		case info.Kind == etcdstore.KindPIDX && ev.Type == etcdstore.EventPut:
 			n, payload, err := etcdstore.DecodeChunk(ev.KV.Value)
 			if err != nil {
@@ -253,13 +289,13 @@ func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
 					db.markStale(err)
 					continue
 				}
-				db.idx.add(info.TXID, pgnos)
+				setRow(info.TXID, pgnos, ev.KV.ModRevision)
 			} else if info.Chunk == n-1 {
 				row, err := db.p.store.GetChunked(ctx, keys.PIDX(db.name, info.TXID), ev.KV.ModRevision)
 				if err == nil {
 					var pgnos []uint32
 					if pgnos, err = decodePgnos(row); err == nil {
-						db.idx.add(info.TXID, pgnos)
+						setRow(info.TXID, pgnos, ev.KV.ModRevision)
 					}
 				}
 				if err != nil {
@@ -275,19 +311,30 @@ func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
 			newHead, newRev = &h, ev.KV.ModRevision
 		case info.Kind == etcdstore.KindHead && ev.Type == etcdstore.EventDelete:
 			db.markRemoved()
+		case info.Kind == etcdstore.KindCompaction && ev.Type == etcdstore.EventPut:
+			c, err := parseCompState(ev.KV.Value)
+			if err != nil {
+				db.markStale(err)
+				continue
+			}
+			newComp, compRev = c, ev.KV.ModRevision
 		}
 	}
-	if newHead != nil {
-		db.mu.Lock()
-		var notify func(Head)
-		if newRev > db.headRev {
-			db.head, db.headRev = *newHead, newRev
-			notify = db.onChange
-		}
-		db.mu.Unlock()
-		if notify != nil {
-			notify(*newHead)
-		}
+	db.mu.Lock()
+	var notify func(Head)
+	if newHead != nil && newRev > db.headRev {
+		db.head, db.headRev = *newHead, newRev
+		notify = db.onChange
+	}
+	if newComp != nil && compRev > db.compRev {
+		db.comp, db.compRev = newComp, compRev
+	}
+	if b.Revision > db.viewRev {
+		db.viewRev = b.Revision
+	}
+	db.mu.Unlock()
+	if notify != nil {
+		notify(*newHead)
 	}
 }
 
@@ -428,52 +475,103 @@ func (db *Database) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	db.pins++
-	return &Snapshot{db: db, head: db.head, rev: db.headRev, inc: db.inc}, nil
+	v := db.viewLocked()
+	db.pinRevs[v.rev]++
+	return &Snapshot{db: db, v: v}, nil
 }
 
 // Stats describes a database's in-memory state.
 type Stats struct {
 	Head      Head
-	Rows      int // page index rows (deltas with live pages)
-	Pages     int // pages indexed in deltas
-	Snapshots int // open snapshots
+	Usage     int64 // bytes stored in etcd (quota counts this)
+	Rows      int   // page index rows (deltas with live pages)
+	Pages     int   // pages indexed in deltas
+	Snapshots int   // open snapshots
 	Writable  bool
 	TxOpen    bool
 }
 
 // Stats returns the database's in-memory state.
 func (db *Database) Stats() Stats {
-	rows, pages := db.idx.len()
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return Stats{Head: db.head, Rows: rows, Pages: pages, Snapshots: db.pins, Writable: db.fence != nil, TxOpen: db.tx != nil}
+	rows, pages := db.idx.len()
+	pins := 0
+	for _, n := range db.pinRevs {
+		pins += n
+	}
+	return Stats{Head: db.head, Usage: db.viewLocked().usage(), Rows: rows, Pages: pages, Snapshots: pins, Writable: db.fence != nil, TxOpen: db.tx != nil}
 }
 
-// readPage reads page pgno as of txid into dst (one page long). Pages not
-// stored anywhere (past the end, the lock page) read as zeros.
-func (db *Database) readPage(ctx context.Context, inc int64, rev int64, head Head, pgno uint32, dst []byte) error {
+// viewLocked returns the database's current view.
+func (db *Database) viewLocked() view {
+	return view{head: db.head, comp: db.comp, rev: max(db.viewRev, db.headRev, db.compRev), inc: db.inc, idx: db.idx}
+}
+
+// unpin releases a snapshot's pin at rev and forgets index removals no
+// open snapshot can need.
+func (db *Database) unpin(rev int64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.pinRevs[rev]--; db.pinRevs[rev] <= 0 {
+		delete(db.pinRevs, rev)
+	}
+	db.pruneLocked()
+}
+
+// pruneLocked forgets index removals older than every open snapshot.
+func (db *Database) pruneLocked() {
+	if !db.prune {
+		return
+	}
+	oldest := db.viewLocked().rev
+	for rev := range db.pinRevs {
+		oldest = min(oldest, rev)
+	}
+	db.idx.prune(oldest)
+	db.prune = false
+}
+
+// readPage reads page pgno as of view v into dst (one page long): the newest
+// copy in a delta the page index lists at v, else the page's shard. Pages
+// not stored anywhere (past the end, the lock page) read as zeros.
+func (db *Database) readPage(ctx context.Context, v view, pgno uint32, dst []byte) error {
+	head := v.head
 	if pgno == 0 || pgno > head.Pages || pgno == lockPgno(head.PageSize) {
 		clear(dst)
 		return nil
 	}
-	txid, ok := db.idx.lookup(pgno, head.TXID)
-	if !ok {
+	var bk blobKey
+	if txid, ok := v.idx.lookup(pgno, head.TXID, v.rev); ok {
+		bk = blobKey{inc: v.inc, txid: txid}
+	} else if v.comp != nil {
+		n := (pgno - 1) / v.comp.ShardPages
+		t, ok := v.comp.Shards[n]
+		if !ok {
+			return fmt.Errorf("read %s page %d at txid %d: no delta or shard holds it: %w", db.name, pgno, head.TXID, ErrCorrupt)
+		}
+		bk = blobKey{inc: v.inc, txid: t, shard: true, n: n}
+	} else {
 		return fmt.Errorf("read %s page %d at txid %d: no stored copy: %w", db.name, pgno, head.TXID, ErrCorrupt)
 	}
-	pk := pageKey{inc, txid, pgno}
+	// A page of a delta at txid t, and of a shard folded up to t, is the
+	// newest copy as of t: either way (txid, pgno) names its content.
+	pk := pageKey{v.inc, bk.txid, pgno}
 	if b, ok := db.p.pages.get(pk); ok {
 		copy(dst, b)
 		db.p.metrics.pageRead("cache")
 		return nil
 	}
-	db.p.metrics.pageRead("delta")
-	bk := blobKey{inc, txid}
+	source := "delta"
+	if bk.shard {
+		source = "shard"
+	}
+	db.p.metrics.pageRead(source)
 	blob, ok := db.p.blobs.get(bk)
 	if !ok {
 		var err error
 		blob, err = db.p.fetch.do(bk, func() (*ltx.Blob, error) {
-			blob, err := db.openBlob(ctx, inc, txid, rev)
+			blob, err := db.openBlob(ctx, bk, v.rev)
 			if err == nil {
 				db.p.blobs.put(bk, blob)
 			}
@@ -485,7 +583,7 @@ func (db *Database) readPage(ctx context.Context, inc int64, rev int64, head Hea
 	}
 	page, err := blob.ReadPage(pgno, dst[:0:len(dst)])
 	if err != nil {
-		return fmt.Errorf("read %s page %d from delta %d: %w: %w", db.name, pgno, txid, ErrCorrupt, err)
+		return fmt.Errorf("read %s page %d from %s: %w: %w", db.name, pgno, bk, ErrCorrupt, err)
 	}
 	if &page[0] != &dst[0] {
 		copy(dst, page)

@@ -103,74 +103,79 @@ func TestModelRandom(t *testing.T) {
 		}
 	}
 
-	commits, rollbacks := 0, 0
+	commits, rollbacks, passes := 0, 0, 0
+	var writeTxn func(step int)
+	writeTxn = func(step int) {
+		w := hosts[writer]
+		tx, err := w.db.Begin(ctx)
+		if err != nil {
+			t.Fatalf("seed %d step %d: begin: %v", seed, step, err)
+		}
+		work := bytes.Clone(committed)
+		if len(work) == 0 {
+			work = sqlitePage1(ps, 0)
+			if _, err := tx.WriteAt(ctx, work, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for k := rng.Intn(6) + 1; k > 0; k-- {
+			pages := len(work) / ps
+			switch r := rng.Intn(10); {
+			case r < 5: // whole page, maybe past the end
+				pgno := rng.Intn(pages+4) + 1
+				b := randPage(pgno)
+				if err := tx.WritePage(ctx, uint32(pgno), b); err != nil {
+					t.Fatalf("seed %d step %d: write page %d: %v", seed, step, pgno, err)
+				}
+				for len(work) < pgno*ps {
+					work = append(work, make([]byte, ps)...)
+				}
+				copy(work[(pgno-1)*ps:], b)
+			case r < 8: // partial write across pages, past the header
+				off := 100 + rng.Intn(len(work)+ps)
+				b := make([]byte, rng.Intn(3*ps)+1)
+				rng.Read(b)
+				if _, err := tx.WriteAt(ctx, b, int64(off)); err != nil {
+					t.Fatalf("seed %d step %d: write at %d: %v", seed, step, off, err)
+				}
+				for len(work) < off+len(b) {
+					work = append(work, 0)
+				}
+				copy(work[off:], b)
+			default: // shrink or grow
+				n := rng.Intn(pages+8) + 1
+				if err := tx.Truncate(ctx, int64(n*ps)); err != nil {
+					t.Fatalf("seed %d step %d: truncate: %v", seed, step, err)
+				}
+				if n*ps < len(work) {
+					work = work[:n*ps]
+				} else {
+					work = append(work, make([]byte, n*ps-len(work))...)
+				}
+			}
+		}
+		if r := len(work) % ps; r != 0 { // make the size whole pages
+			work = append(work, make([]byte, ps-r)...)
+			if err := tx.Truncate(ctx, int64(len(work))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rng.Intn(7) == 0 {
+			tx.Rollback()
+			rollbacks++
+			return
+		}
+		if _, err := tx.Commit(ctx); err != nil {
+			t.Fatalf("seed %d step %d: commit: %v", seed, step, err)
+		}
+		committed = work
+		commits++
+	}
 	for step := 0; step < steps; step++ {
 		w := hosts[writer]
 		switch op := rng.Intn(100); {
 		case op < 50 || len(committed) == 0: // a write transaction
-			tx, err := w.db.Begin(ctx)
-			if err != nil {
-				t.Fatalf("seed %d step %d: begin: %v", seed, step, err)
-			}
-			work := bytes.Clone(committed)
-			if len(work) == 0 {
-				work = sqlitePage1(ps, 0)
-				if _, err := tx.WriteAt(ctx, work, 0); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for k := rng.Intn(6) + 1; k > 0; k-- {
-				pages := len(work) / ps
-				switch r := rng.Intn(10); {
-				case r < 5: // whole page, maybe past the end
-					pgno := rng.Intn(pages+4) + 1
-					b := randPage(pgno)
-					if err := tx.WritePage(ctx, uint32(pgno), b); err != nil {
-						t.Fatalf("seed %d step %d: write page %d: %v", seed, step, pgno, err)
-					}
-					for len(work) < pgno*ps {
-						work = append(work, make([]byte, ps)...)
-					}
-					copy(work[(pgno-1)*ps:], b)
-				case r < 8: // partial write across pages, past the header
-					off := 100 + rng.Intn(len(work)+ps)
-					b := make([]byte, rng.Intn(3*ps)+1)
-					rng.Read(b)
-					if _, err := tx.WriteAt(ctx, b, int64(off)); err != nil {
-						t.Fatalf("seed %d step %d: write at %d: %v", seed, step, off, err)
-					}
-					for len(work) < off+len(b) {
-						work = append(work, 0)
-					}
-					copy(work[off:], b)
-				default: // shrink or grow
-					n := rng.Intn(pages+8) + 1
-					if err := tx.Truncate(ctx, int64(n*ps)); err != nil {
-						t.Fatalf("seed %d step %d: truncate: %v", seed, step, err)
-					}
-					if n*ps < len(work) {
-						work = work[:n*ps]
-					} else {
-						work = append(work, make([]byte, n*ps-len(work))...)
-					}
-				}
-			}
-			if r := len(work) % ps; r != 0 { // make the size whole pages
-				work = append(work, make([]byte, ps-r)...)
-				if err := tx.Truncate(ctx, int64(len(work))); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if rng.Intn(7) == 0 {
-				tx.Rollback()
-				rollbacks++
-				break
-			}
-			if _, err := tx.Commit(ctx); err != nil {
-				t.Fatalf("seed %d step %d: commit: %v", seed, step, err)
-			}
-			committed = work
-			commits++
+			writeTxn(step)
 		case op < 62: // pin a snapshot, on the writer or a caught-up follower
 			h := hosts[rng.Intn(2)]
 			waitFollow(h)
@@ -197,6 +202,17 @@ func TestModelRandom(t *testing.T) {
 				t.Fatalf("seed %d step %d: acquire: %v", seed, step, err)
 			}
 			writer = other
+		case op < 82: // a compaction pass, maybe partial, maybe with commits landing mid-pass
+			passes++
+			shardPages := uint32(4 + 4*rng.Intn(2))
+			_, err := w.db.Compact(ctx, CompactOptions{ShardPages: shardPages, MaxShards: rng.Intn(4), Hook: func(string, uint32) {
+				if rng.Intn(6) == 0 {
+					writeTxn(step)
+				}
+			}})
+			if err != nil {
+				t.Fatalf("seed %d step %d: compact: %v", seed, step, err)
+			}
 		case op < 85: // the follower host restarts
 			other := 1 - writer
 			hosts[other].db.Close()
@@ -214,5 +230,8 @@ func TestModelRandom(t *testing.T) {
 		verify("final pinned", p.snap, p.want)
 		p.snap.Close()
 	}
-	t.Logf("%d commits, %d rollbacks, final size %d pages, head %+v", commits, rollbacks, len(committed)/ps, hosts[writer].db.Head())
+	t.Logf("%d commits, %d rollbacks, %d compaction passes, final size %d pages, %+v", commits, rollbacks, passes, len(committed)/ps, hosts[writer].db.Stats())
+	if got := usageInEtcd(t, e, "m.db"); got != hosts[writer].db.Stats().Usage {
+		t.Fatalf("seed %d: usage %d, recomputed from etcd %d", seed, hosts[writer].db.Stats().Usage, got)
+	}
 }

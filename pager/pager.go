@@ -111,9 +111,19 @@ type pageKey struct {
 	pgno uint32
 }
 
+// blobKey names an immutable blob: a delta, or a shard version.
 type blobKey struct {
-	inc  int64
-	txid uint64
+	inc   int64
+	txid  uint64
+	shard bool
+	n     uint32 // shard number
+}
+
+func (k blobKey) String() string {
+	if k.shard {
+		return fmt.Sprintf("shard %d at txid %d", k.n, k.txid)
+	}
+	return fmt.Sprintf("delta %d", k.txid)
 }
 
 // New returns a Pager.

@@ -344,8 +344,8 @@ func TestStagedCommitFencedMidwayLeavesOnlyOrphans(t *testing.T) {
 			t.Fatalf("%d orphan keys under %s after takeover", n, prefix)
 		}
 	}
-	if got := usageInEtcd(t, e, "x.db"); got != other.Head().UsedBytes {
-		t.Fatalf("usage %d, recomputed %d", other.Head().UsedBytes, got)
+	if got := usageInEtcd(t, e, "x.db"); got != other.Stats().Usage {
+		t.Fatalf("usage %d, recomputed %d", other.Stats().Usage, got)
 	}
 	buf := make([]byte, 4096)
 	if err := reader.ReadPage(ctx, 2, buf); err != nil || !bytes.Equal(buf, pageOf(4096, 2, 1)) {
@@ -365,10 +365,10 @@ func TestStagedCommitFencedMidwayLeavesOnlyOrphans(t *testing.T) {
 }
 
 // usageInEtcd recomputes a database's usage from what etcd stores: the
-// payload bytes of every delta and page index row.
+// payload bytes of every delta, page index row and shard version.
 func usageInEtcd(t *testing.T, e *env, name string) int64 {
 	var total int64
-	for _, prefix := range []string{e.keys.Deltas(name), e.keys.PIDXs(name)} {
+	for _, prefix := range []string{e.keys.Deltas(name), e.keys.PIDXs(name), e.keys.Shards(name)} {
 		_, err := e.store.Range(ctxT(t), prefix, etcdstore.RangeOptions{}, func(kv *etcdstore.KeyValue) error {
 			_, payload, err := etcdstore.DecodeChunk(kv.Value)
 			total += int64(len(payload))
@@ -462,8 +462,8 @@ func TestQuota(t *testing.T) {
 			t.Fatalf("page %d after rollback: %v", q, err)
 		}
 	}
-	if got := usageInEtcd(t, e2, "bytes.db"); got != db2.Head().UsedBytes {
-		t.Fatalf("usage %d, recomputed %d", db2.Head().UsedBytes, got)
+	if got := usageInEtcd(t, e2, "bytes.db"); got != db2.Stats().Usage {
+		t.Fatalf("usage %d, recomputed %d", db2.Stats().Usage, got)
 	}
 }
 

@@ -11,25 +11,37 @@ import (
 // every delta still holding live pages, which pages. For each page it keeps
 // the txids of those deltas, ascending, so a snapshot at txid T finds the
 // newest copy of a page with txid ≤ T without asking etcd.
+//
+// Compaction removes pages from rows once they are folded into a shard.
+// Such a removal is recorded with the etcd revision it happened at rather
+// than applied at once: a snapshot pinned at an older revision still reads
+// the delta (and the older shard version that lacks the page). Removals are
+// forgotten by prune once no snapshot is that old.
 type pageIndex struct {
 	mu    sync.RWMutex
-	pages map[uint32][]uint64 // pgno → txids ascending
-	rows  map[uint64][]uint32 // txid → pgnos, as stored in etcd
+	pages map[uint32][]version // pgno → versions, txid ascending
+	rows  map[uint64][]uint32  // txid → live pgnos, as stored in etcd now
+}
+
+// version is one delta's copy of a page.
+type version struct {
+	txid    uint64
+	removed int64 // revision at which compaction removed it; 0 = live
 }
 
 func newPageIndex() *pageIndex {
-	return &pageIndex{pages: make(map[uint32][]uint64), rows: make(map[uint64][]uint32)}
+	return &pageIndex{pages: make(map[uint32][]version), rows: make(map[uint64][]uint32)}
 }
 
-// lookup returns the txid of the newest delta holding pgno with txid ≤ at.
-func (x *pageIndex) lookup(pgno uint32, at uint64) (uint64, bool) {
+// lookup returns the txid of the newest delta holding pgno with txid ≤ at,
+// as the index was at revision rev.
+func (x *pageIndex) lookup(pgno uint32, at uint64, rev int64) (uint64, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	vs := x.pages[pgno]
-	// Versions are few; scan from the newest.
 	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i] <= at {
-			return vs[i], true
+		if v := vs[i]; v.txid <= at && (v.removed == 0 || v.removed > rev) {
+			return v.txid, true
 		}
 	}
 	return 0, false
@@ -45,29 +57,84 @@ func (x *pageIndex) add(txid uint64, pgnos []uint32) {
 	x.rows[txid] = pgnos
 	for _, p := range pgnos {
 		vs := x.pages[p]
-		i, found := slices.BinarySearch(vs, txid)
+		i, found := slices.BinarySearchFunc(vs, txid, func(v version, t uint64) int {
+			return cmpUint(v.txid, t)
+		})
 		if !found {
-			x.pages[p] = slices.Insert(vs, i, txid)
+			x.pages[p] = slices.Insert(vs, i, version{txid: txid})
 		}
 	}
 }
 
-// remove forgets delta txid's row.
-func (x *pageIndex) remove(txid uint64) {
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// setRow records that, from revision rev, row txid holds only keep (nil or
+// empty: the row is gone). Pages dropped from the row are marked removed at
+// rev.
+func (x *pageIndex) setRow(txid uint64, keep []uint32, rev int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, p := range x.rows[txid] {
+	old, ok := x.rows[txid]
+	if !ok {
+		return
+	}
+	for _, p := range old {
+		if _, kept := slices.BinarySearch(keep, p); kept {
+			continue
+		}
 		vs := x.pages[p]
-		if i, found := slices.BinarySearch(vs, txid); found {
-			vs = slices.Delete(vs, i, i+1)
-			if len(vs) == 0 {
-				delete(x.pages, p)
-			} else {
-				x.pages[p] = vs
+		for i := range vs {
+			if vs[i].txid == txid && vs[i].removed == 0 {
+				vs[i].removed = rev
 			}
 		}
 	}
-	delete(x.rows, txid)
+	if len(keep) == 0 {
+		delete(x.rows, txid)
+	} else {
+		x.rows[txid] = keep
+	}
+}
+
+// prune forgets removals at or before rev: no snapshot reads that far back.
+func (x *pageIndex) prune(rev int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for p, vs := range x.pages {
+		out := vs[:0]
+		for _, v := range vs {
+			if v.removed == 0 || v.removed > rev {
+				out = append(out, v)
+			}
+		}
+		if len(out) == 0 {
+			delete(x.pages, p)
+		} else {
+			x.pages[p] = out
+		}
+	}
+}
+
+// liveRows returns the rows with txid ≤ at: txid → pgnos (shared; do not
+// modify).
+func (x *pageIndex) liveRows(at uint64) map[uint64][]uint32 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := make(map[uint64][]uint32)
+	for t, ps := range x.rows {
+		if t <= at {
+			out[t] = ps
+		}
+	}
+	return out
 }
 
 // len returns the number of rows and of indexed pages.

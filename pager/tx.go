@@ -27,8 +27,8 @@ type Tx struct {
 	mu       sync.Mutex
 	db       *Database
 	base     Head
-	baseRev  int64
-	inc      int64
+	baseRev  int64 // mod revision of the base head, compared at commit
+	v        view  // what the transaction reads beneath its own writes
 	fence    Fence
 	pageSize uint32
 	size     int64
@@ -52,8 +52,10 @@ func (db *Database) Begin(ctx context.Context) (*Tx, error) {
 	if db.tx != nil {
 		return nil, fmt.Errorf("begin %s: %w", db.name, ErrTxOpen)
 	}
+	v := db.viewLocked()
+	db.pinRevs[v.rev]++
 	tx := &Tx{
-		db: db, base: db.head, baseRev: db.headRev, inc: db.inc, fence: db.fence,
+		db: db, base: db.head, baseRev: db.headRev, v: v, fence: db.fence,
 		pageSize: db.head.PageSize, size: db.head.Size(), low: db.head.Pages, quota: db.p.quota(db.name),
 	}
 	tx.dirty = newDirtySet(int(tx.pageSize), db.p.opts.DirtyMemBytes, db.p.opts.SpoolDir)
@@ -105,7 +107,7 @@ func (tx *Tx) readPageLocked(ctx context.Context, pgno uint32, dst []byte) error
 		clear(dst)
 		return nil
 	}
-	return tx.db.readPage(ctx, tx.inc, tx.baseRev, tx.base, pgno, dst)
+	return tx.db.readPage(ctx, tx.v, pgno, dst)
 }
 
 // ReadAt reads as from the file the transaction has written so far.
@@ -203,7 +205,7 @@ func (tx *Tx) putPage(ctx context.Context, pgno uint32, page []byte) error {
 		if tx.dirty.has(pgno) {
 			old = tx.dirty.frames[pgno]
 		}
-		used := tx.base.UsedBytes + tx.dirty.estimate() - int64(old) + int64(frame) + commitOverhead
+		used := tx.v.usage() + tx.dirty.estimate() - int64(old) + int64(frame) + commitOverhead
 		if used > max {
 			// A write that puts back the committed content (SQLite rolling
 			// back after SQLITE_FULL) is always accepted: it undoes dirt.
@@ -226,7 +228,7 @@ func (tx *Tx) restoresBase(ctx context.Context, pgno uint32, page []byte) bool {
 		return false
 	}
 	base := make([]byte, tx.pageSize)
-	if err := tx.db.readPage(ctx, tx.inc, tx.baseRev, tx.base, pgno, base); err != nil {
+	if err := tx.db.readPage(ctx, tx.v, pgno, base); err != nil {
 		return false
 	}
 	return bytes.Equal(base, page)
@@ -281,6 +283,7 @@ func (tx *Tx) finishLocked() {
 		tx.db.tx = nil
 	}
 	tx.db.mu.Unlock()
+	tx.db.unpin(tx.v.rev)
 }
 
 // headerPageSize reads the page size from a SQLite header written at off.
