@@ -48,6 +48,10 @@ func (x *pageIndex) lookup(pgno uint32, at uint64, rev int64) (uint64, bool) {
 }
 
 // add records that delta txid holds pgnos. Adding a row twice is a no-op.
+// A txid whose row was removed can come back: an orphan of an unfinished
+// commit, deleted at takeover, whose txid the next writer then commits. No
+// view ever saw the orphan (its txid was above every head), so its pages'
+// entries simply become live again.
 func (x *pageIndex) add(txid uint64, pgnos []uint32) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -60,7 +64,9 @@ func (x *pageIndex) add(txid uint64, pgnos []uint32) {
 		i, found := slices.BinarySearchFunc(vs, txid, func(v version, t uint64) int {
 			return cmpUint(v.txid, t)
 		})
-		if !found {
+		if found {
+			vs[i].removed = 0
+		} else {
 			x.pages[p] = slices.Insert(vs, i, version{txid: txid})
 		}
 	}
