@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"sync"
 	"syscall"
 )
 
@@ -30,16 +31,54 @@ type command struct {
 var errUsage = errors.New("usage")
 
 func commands() []command {
-	cmds := []command{versionCommand(), etcdCommand(), mountCommand()}
+	cmds := []command{
+		versionCommand(), etcdCommand(), mountCommand(), lsCommand(), statusCommand(),
+		importCommand(), exportCommand(), verifyCommand(), rmCommand(),
+	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "kvfs: %v: stopping (again to force)\n", s)
+		cancel()
+		s = <-sigs
+		fmt.Fprintf(os.Stderr, "kvfs: %v again: forced exit\n", s)
+		forceMu.Lock()
+		for _, f := range forceHooks {
+			f()
+		}
+		os.Exit(1)
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	signal.Stop(sigs)
+	cancel()
 	os.Exit(code)
+}
+
+var (
+	forceMu    sync.Mutex
+	forceHooks []func()
+)
+
+// onForcedExit registers f to run when a second signal forces kvfs to exit
+// (e.g. detach the mount so it is not left dead); the returned func
+// unregisters it.
+func onForcedExit(f func()) func() {
+	forceMu.Lock()
+	defer forceMu.Unlock()
+	forceHooks = append(forceHooks, f)
+	i := len(forceHooks) - 1
+	return func() {
+		forceMu.Lock()
+		defer forceMu.Unlock()
+		forceHooks[i] = func() {}
+	}
 }
 
 // run dispatches to a subcommand and returns the process exit code.

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/kvfs/kvfs/etcdstore"
 	"github.com/kvfs/kvfs/fence"
 	kvfuse "github.com/kvfs/kvfs/fuse"
 	"github.com/kvfs/kvfs/pager"
@@ -25,124 +24,175 @@ func mountCommand() command {
 	}
 }
 
-// storeFlags are the flags every command uses to find etcd.
-type storeFlags struct {
-	etcd    string
-	dataDir string
-	prefix  string
-}
+// readyTimeout bounds the mount's self-check before it reports ready.
+const readyTimeout = 30 * time.Second
 
-func (sf *storeFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}) {
-	fs.StringVar(&sf.etcd, "etcd", "", "etcd client URLs, comma-separated (default: the embedded etcd of --data-dir)")
-	fs.StringVar(&sf.dataDir, "data-dir", "/var/lib/kvfs", "data directory of the embedded etcd, used when --etcd is not given")
-	fs.StringVar(&sf.prefix, "prefix", etcdstore.DefaultPrefix, "etcd key prefix of this kvfs")
-}
+// parseMount parses kvfs mount's arguments into its configuration, the
+// MOUNTPOINT argument (if any) overriding the mountpoint setting.
+func parseMount(args []string, stderr io.Writer) (Config, error) {
+	fs := newFlagSet("mount", "mount [flags] [MOUNTPOINT]",
+		`Mounts kvfs at MOUNTPOINT (default: the mountpoint setting, /mnt/kvfs; created
+if missing) and serves it in the foreground. Every regular file in it is a
+SQLite database whose pages live in etcd; point sqlite3 or any SQLite
+application at it. Without --etcd, kvfs runs an embedded etcd on --data-dir.
 
-// openStore connects to etcd: --etcd, else a kvfs already serving
-// --data-dir, else an embedded etcd started on --data-dir (stopped by the
-// returned closer).
-func (sf *storeFlags) openStore(ctx context.Context, stdout io.Writer) (*etcdstore.Store, func(), error) {
-	var (
-		cfg  etcdstore.Config
-		stop = func() {}
-	)
-	switch {
-	case sf.etcd != "":
-		cfg.Endpoints = strings.Split(sf.etcd, ",")
-	default:
-		dir, err := filepath.Abs(sf.dataDir)
-		if err != nil {
-			return nil, nil, err
-		}
-		if info, err := etcdstore.ReadEndpointFile(dir); err == nil {
-			fmt.Fprintf(stdout, "kvfs: using the etcd of the kvfs running on %s (pid %d)\n", dir, info.PID)
-			cfg = etcdstore.Config{Endpoints: info.Endpoints, Limits: info.Limits}
-			break
-		}
-		e, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbedConfig{DataDir: dir, AutoCompactionRetention: time.Hour})
-		if err != nil {
-			return nil, nil, err
-		}
-		fmt.Fprintf(stdout, "kvfs: embedded etcd on %v (data %s)\n", e.Endpoints(), dir)
-		cfg, stop = e.Config(), func() { e.Close() }
-	}
-	s, err := etcdstore.Open(ctx, cfg)
+With --metrics-addr it serves Prometheus metrics at /metrics and the mount's
+health at /healthz. Run by systemd (Type=notify) it reports READY=1 once the
+mount answers requests, and STOPPING=1 on shutdown.
+
+SIGTERM or SIGINT unmounts: in-flight operations get --shutdown-timeout to
+finish (a mount still busy is detached lazily), write leases are released and
+the embedded etcd stops; kvfs then exits 0. A second signal exits at once.
+`+storeFlagsHelp+`
+
+Example:
+  kvfs mount --data-dir /var/lib/kvfs --metrics-addr 127.0.0.1:9100 /mnt/kvfs
+  sqlite3 /mnt/kvfs/app.db 'create table t(x); insert into t values (1)'
+  curl -s 127.0.0.1:9100/healthz`, stderr)
+	cf := registerConfigFlags(fs, true)
+	cfg, pos, err := parseCommand(fs, cf, args, 0, 1)
 	if err != nil {
-		stop()
-		return nil, nil, err
+		return Config{}, err
 	}
-	return s, func() { s.Close(); stop() }, nil
+	if len(pos) == 1 {
+		cfg.Mountpoint = pos[0]
+	}
+	return cfg, nil
 }
 
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("mount", "mount [flags] MOUNTPOINT",
-		`Mounts kvfs at MOUNTPOINT and serves it until SIGINT or SIGTERM. Every regular
-file in it is a SQLite database whose pages live in etcd; point sqlite3 or any
-SQLite application at it. Without --etcd, kvfs runs an embedded etcd on
---data-dir.
-
-Example:
-  kvfs mount --data-dir /var/lib/kvfs /mnt/kvfs
-  sqlite3 /mnt/kvfs/app.db 'create table t(x); insert into t values (1)'`, stderr)
-	var sf storeFlags
-	sf.register(fs)
-	host, _ := os.Hostname()
-	owner := fs.String("owner", fmt.Sprintf("%s/%d", host, os.Getpid()), "this host's name in write leases")
-	ttl := fs.Duration("lease-ttl", 10*time.Second, "write lease TTL (etcd's minimum is about 2s)")
-	spool := fs.String("spool-dir", os.TempDir(), "directory for journals and large transactions")
-	allowOther := fs.Bool("allow-other", false, "let other users access the mount")
-	readOnly := fs.Bool("read-only", false, "refuse every write")
-	debug := fs.Bool("debug", false, "log every FUSE request")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	mnt, err := filepath.Abs(fs.Arg(0))
+	cfg, err := parseMount(args, stderr)
 	if err != nil {
 		return err
+	}
+	mnt, err := filepath.Abs(cfg.Mountpoint)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
 	}
 	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
-		return fmt.Errorf("mountpoint %s: not a directory (create it first)", mnt)
+		return fmt.Errorf("mountpoint %s: not a directory", mnt)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if cfg.SpoolDir != "" {
+		if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
+			return fmt.Errorf("spool dir: %w", err)
+		}
+	}
+	log := newLogger(cfg, stderr)
 
-	store, closeStore, err := sf.openStore(ctx, stdout)
+	sess, err := openSession(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	keys := etcdstore.NewKeys(sf.prefix)
-	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: *spool, Logger: log})
+	defer sess.close() // last: stops the embedded etcd after everything else
+
+	reg := newRegistry()
+	opts := sess.pagerOptions()
+	opts.Metrics, opts.Registerer = pager.NewMetrics(reg), reg
+	p, err := pager.New(opts)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	fm := fence.NewManager(store, keys, fence.Options{Owner: *owner, TTL: *ttl, Logger: log})
-	defer fm.Close(context.Background())
+	owner := sess.owner("")
+	fm := fence.NewManager(sess.store, sess.keys, fence.Options{
+		Owner: owner, TTL: time.Duration(cfg.LeaseTTL), Metrics: fence.NewMetrics(reg), Logger: log,
+	})
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := fm.Close(cctx); err != nil {
+			log.Warn("release write leases", "err", err)
+		}
+	}()
+
+	var mounted atomic.Bool
+	reg.MustRegister(newStoreCollector(sess, &mounted))
+	if cfg.MetricsAddr != "" {
+		ms, err := serveMetrics(cfg.MetricsAddr, reg, sess, fm, &mounted)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		defer ms.Close()
+		log.Info("serving metrics", "addr", "http://"+ms.addr.String()+"/metrics")
+	}
+
 	m, err := kvfuse.Mount(mnt, kvfuse.Options{
-		Pager: p, Fence: fm, SpoolDir: *spool, ReadOnly: *readOnly, AllowOther: *allowOther, Debug: *debug, Logger: log,
+		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
+		Debug: cfg.FUSEDebug, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "kvfs: mounted at %s (owner %s)\n", mnt, *owner)
+	unhook := onForcedExit(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	defer unhook()
 	served := make(chan struct{})
 	go func() { m.Wait(); close(served) }()
+
+	// Ready only once the kernel routes requests to us and we answer one.
+	if err := selfCheck(ctx, mnt); err != nil {
+		unmount(m, log, time.Duration(cfg.ShutdownTimeout))
+		return err
+	}
+	mounted.Store(true)
+	if err := sdNotify("READY=1\nSTATUS=serving " + mnt); err != nil {
+		log.Warn("sd_notify", "err", err)
+	}
+	log.Info("mounted", "mountpoint", mnt, "owner", owner, "read_only", cfg.ReadOnly, "prefix", sess.keys.Prefix())
+	fmt.Fprintf(stdout, "kvfs: mounted at %s (owner %s)\n", mnt, owner)
+
 	select {
 	case <-ctx.Done():
-		fmt.Fprintln(stdout, "kvfs: unmounting")
+		log.Info("stopping: unmounting", "mountpoint", mnt)
 	case <-served:
-		fmt.Fprintln(stdout, "kvfs: unmounted from outside")
+		log.Info("unmounted from outside", "mountpoint", mnt)
 	}
-	uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.Unmount(uctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("unmount %s: %w", mnt, err)
-	}
+	mounted.Store(false)
+	sdNotify("STOPPING=1\nSTATUS=unmounting " + mnt)
+	unmount(m, log, time.Duration(cfg.ShutdownTimeout))
+	fmt.Fprintf(stdout, "kvfs: unmounted %s\n", mnt)
 	return nil
+}
+
+// selfCheck lists the mount's root through the kernel, proving the mount
+// serves requests.
+func selfCheck(ctx context.Context, mnt string) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.ReadDir(mnt)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("mount self-check: %w", err)
+		}
+		return nil
+	case <-time.After(readyTimeout):
+		return fmt.Errorf("mount self-check: listing %s took over %v", mnt, readyTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// unmount removes the mount, waiting up to timeout for in-flight operations
+// (a busy mount is detached lazily and lives on until its last file
+// closes; after timeout kvfs stops waiting for it).
+func unmount(m *kvfuse.FS, log interface {
+	Warn(string, ...any)
+}, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Unmount(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("unmount", "err", err)
+		}
+	case <-ctx.Done():
+		log.Warn("unmount: files still open after the shutdown timeout; exiting with the mount detached", "timeout", timeout)
+	}
 }

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/fence"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// lookupEnv reads the environment; tests use t.Setenv.
+var lookupEnv = os.LookupEnv
+
+// storeFlagsHelp is appended to every command's description.
+const storeFlagsHelp = `
+The store: --etcd URL[,URL...] for an external etcd cluster (with
+--etcd-cacert/--etcd-cert/--etcd-key for TLS and --etcd-user/--etcd-password),
+or --data-dir DIR for the embedded etcd. When a kvfs mount already runs on DIR,
+its etcd is used through the endpoint file it wrote there. Settings come from
+the YAML file --config (or $KVFS_CONFIG; default /etc/kvfs/kvfs.yaml when
+present), then KVFS_* environment variables, then flags.`
+
+// session is what a command that reads or writes databases works with.
+type session struct {
+	cfg   Config
+	log   *slog.Logger
+	store *etcdstore.Store
+	keys  etcdstore.Keys
+	close func()
+}
+
+// newLogger returns the logger cfg asks for, writing to w.
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// parseCommand parses args with fs (which has the config flags cf), loads
+// the configuration and checks the number of positional arguments
+// (minArgs..maxArgs). Flags may follow positional arguments.
+func parseCommand(fs *flag.FlagSet, cf *configFlags, args []string, minArgs, maxArgs int) (Config, []string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	if len(pos) < minArgs || len(pos) > maxArgs {
+		fs.Usage()
+		return Config{}, nil, errUsage
+	}
+	cfg, err := cf.load(lookupEnv)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	return cfg, pos, nil
+}
+
+// parseInterspersed parses flags anywhere among args and returns the
+// positional arguments; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) >= len(rest)+1 && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// etcdConfig returns how to reach the external cluster cfg names.
+func etcdConfig(cfg Config) (etcdstore.Config, error) {
+	ec := etcdstore.Config{
+		Endpoints:      cfg.Etcd.Endpoints,
+		DialTimeout:    time.Duration(cfg.Etcd.DialTimeout),
+		RequestTimeout: time.Duration(cfg.Etcd.RequestTimeout),
+		Username:       cfg.Etcd.Username,
+		Password:       cfg.Etcd.Password,
+	}
+	https := false
+	for _, e := range ec.Endpoints {
+		https = https || strings.HasPrefix(e, "https://")
+	}
+	if !https && cfg.Etcd.CACert == "" && cfg.Etcd.Cert == "" {
+		return ec, nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.Etcd.CACert != "" {
+		pem, err := os.ReadFile(cfg.Etcd.CACert)
+		if err != nil {
+			return ec, fmt.Errorf("etcd CA: %w", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(pem) {
+			return ec, fmt.Errorf("etcd CA %s: no PEM certificate in it", cfg.Etcd.CACert)
+		}
+	}
+	if cfg.Etcd.Cert != "" {
+		c, err := tls.LoadX509KeyPair(cfg.Etcd.Cert, cfg.Etcd.Key)
+		if err != nil {
+			return ec, fmt.Errorf("etcd client certificate: %w", err)
+		}
+		t.Certificates = []tls.Certificate{c}
+	}
+	ec.TLS = t
+	return ec, nil
+}
+
+// openSession connects to etcd: the external cluster, else a kvfs already
+// serving the data dir (through its endpoint file), else an embedded etcd
+// started on the data dir (stopped by session.close). Notes go to log.
+func openSession(ctx context.Context, cfg Config, log *slog.Logger) (*session, error) {
+	var (
+		ec   etcdstore.Config
+		stop = func() {}
+		err  error
+	)
+	if len(cfg.Etcd.Endpoints) > 0 {
+		if ec, err = etcdConfig(cfg); err != nil {
+			return nil, err
+		}
+	} else {
+		dir, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		info, rerr := etcdstore.ReadEndpointFile(dir)
+		if rerr != nil {
+			e, err := etcdstore.StartEmbedded(ctx, etcdstore.EmbedConfig{
+				DataDir:                 dir,
+				QuotaBackendBytes:       int64(cfg.Etcd.QuotaBackendBytes),
+				AutoCompactionRetention: time.Duration(cfg.Etcd.AutoCompactionRetention),
+			})
+			if errors.Is(err, etcdstore.ErrDataDirInUse) {
+				// A kvfs started between our look and our start.
+				info, rerr = etcdstore.ReadEndpointFile(dir)
+			}
+			if rerr != nil {
+				if err != nil {
+					return nil, err
+				}
+				log.Debug("embedded etcd started", "endpoints", e.Endpoints(), "data", dir)
+				ec, stop = e.Config(), func() { e.Close() }
+			}
+		}
+		if rerr == nil {
+			log.Debug("using the etcd of the running kvfs", "data", dir, "pid", info.PID, "endpoints", info.Endpoints)
+			ec = etcdstore.Config{Endpoints: info.Endpoints, Limits: info.Limits}
+		}
+		ec.DialTimeout, ec.RequestTimeout = time.Duration(cfg.Etcd.DialTimeout), time.Duration(cfg.Etcd.RequestTimeout)
+	}
+	s, err := etcdstore.Open(ctx, ec)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return &session{
+		cfg: cfg, log: log, store: s, keys: etcdstore.NewKeys(cfg.Prefix),
+		close: func() { s.Close(); stop() },
+	}, nil
+}
+
+// pagerOptions returns the pager options cfg asks for.
+func (s *session) pagerOptions() pager.Options {
+	return pager.Options{
+		Store:          s.store,
+		Keys:           s.keys,
+		PageCacheBytes: int64(s.cfg.Cache.PageBytes),
+		BlobCacheBytes: int64(s.cfg.Cache.BlobBytes),
+		DirtyMemBytes:  int64(s.cfg.Cache.DirtyMemBytes),
+		SpoolDir:       s.cfg.SpoolDir,
+		QuotaFor:       s.cfg.QuotaFor,
+		Logger:         s.log,
+	}
+}
+
+// owner returns this process's name in write leases.
+func (s *session) owner(what string) string {
+	if s.cfg.Owner != "" {
+		return s.cfg.Owner
+	}
+	host, _ := os.Hostname()
+	if what != "" {
+		return fmt.Sprintf("%s/%d (kvfs %s)", host, os.Getpid(), what)
+	}
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
+}
+
+// fence returns a lease manager for a one-off command.
+func (s *session) fence(what string) *fence.Manager {
+	log := s.log
+	if s.cfg.Log.Level != "debug" {
+		// A one-off command's own lease comings and goings are noise.
+		log = slog.New(slog.DiscardHandler)
+	}
+	return fence.NewManager(s.store, s.keys, fence.Options{Owner: s.owner(what), TTL: time.Duration(s.cfg.LeaseTTL), Logger: log})
+}
+
+// readHead reads a database's head straight from etcd (without opening it
+// in a pager, which would load its page index and watch it).
+func (s *session) readHead(ctx context.Context, name string) (pager.Head, int64, error) {
+	kv, _, err := s.store.Get(ctx, s.keys.Head(name), 0)
+	if errors.Is(err, etcdstore.ErrNotFound) {
+		return pager.Head{}, 0, fmt.Errorf("%s: %w", name, pager.ErrNotFound)
+	} else if err != nil {
+		return pager.Head{}, 0, fmt.Errorf("read head of %s: %w", name, err)
+	}
+	h, err := parseHead(name, kv.Value)
+	return h, kv.ModRevision, err
+}
+
+// parseHead decodes a stored head.
+func parseHead(name string, v []byte) (pager.Head, error) {
+	var h pager.Head
+	if err := json.Unmarshal(v, &h); err != nil {
+		return pager.Head{}, fmt.Errorf("head of %s: %v: %w", name, err, pager.ErrCorrupt)
+	}
+	return h, nil
+}
+
+// holder returns who holds name's write lease; held is false when nobody
+// does.
+func holder(ctx context.Context, fm *fence.Manager, name string) (fence.Info, bool, error) {
+	info, err := fm.Holder(ctx, name)
+	if errors.Is(err, fence.ErrNotHeld) {
+		return fence.Info{}, false, nil
+	}
+	if err != nil {
+		return fence.Info{}, false, err
+	}
+	return info, true, nil
+}
+
+// acquire takes name's write lease for a one-off command, asking a mount
+// that holds it to hand it over for up to wait.
+func acquire(ctx context.Context, fm *fence.Manager, name string, wait time.Duration) (*fence.Lease, error) {
+	l, err := fm.AcquireWithHandoff(ctx, name, wait)
+	if err != nil {
+		var held *fence.HeldError
+		if errors.As(err, &held) {
+			return nil, fmt.Errorf("%s: the write lease is held by %s (generation %d) and was not handed over within %v: %w",
+				name, held.Owner, held.Generation, wait, err)
+		}
+		return nil, fmt.Errorf("%s: take the write lease: %w", name, err)
+	}
+	return l, nil
+}
+
+// humanBytes formats n bytes for people.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// dbHead is one database's name and head.
+type dbHead struct {
+	Name  string
+	Head  pager.Head
+	Usage int64 // bytes stored in etcd, as quota counts them
+}
+
+// listHeads returns every database with its head, sorted by name, in two
+// round trips (the catalog, then the heads). A database removed between the
+// two is left out.
+func (s *session) listHeads(ctx context.Context) ([]dbHead, error) {
+	var names []string
+	prefix := s.keys.Catalog()
+	if _, err := s.store.Range(ctx, prefix, etcdstore.RangeOptions{KeysOnly: true}, func(kv *etcdstore.KeyValue) error {
+		names = append(names, kv.Key[len(prefix):])
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
+	}
+	keys := make([]string, 2*len(names))
+	for i, n := range names {
+		keys[i] = s.keys.Head(n)
+		keys[len(names)+i] = s.keys.Compaction(n)
+	}
+	kvs, err := s.store.GetMany(ctx, keys, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read heads: %w", err)
+	}
+	out := make([]dbHead, 0, len(names))
+	for i, kv := range kvs[:len(names)] {
+		if kv == nil {
+			continue
+		}
+		h, err := parseHead(names[i], kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		var comp []byte
+		if c := kvs[len(names)+i]; c != nil {
+			comp = c.Value
+		}
+		usage, err := pager.Usage(h, comp)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", names[i], err)
+		}
+		out = append(out, dbHead{names[i], h, usage})
+	}
+	return out, nil
+}
