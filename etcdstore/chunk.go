@@ -45,18 +45,28 @@ func ChunkOps(base string, value []byte, chunkSize int) ([]Op, error) {
 	}
 	ops := make([]Op, 0, n+1)
 	for i := 0; i < n; i++ {
-		lo, hi := i*chunkSize, (i+1)*chunkSize
-		if hi > len(value) {
-			hi = len(value)
-		}
-		v := make([]byte, chunkHeader+hi-lo)
-		binary.BigEndian.PutUint32(v, uint32(n))
-		binary.BigEndian.PutUint32(v[4:], uint32(chunkSize))
-		copy(v[chunkHeader:], value[lo:hi])
-		ops = append(ops, OpPut(ChunkKey(base, i), v))
+		lo, hi := i*chunkSize, min((i+1)*chunkSize, len(value))
+		ops = append(ops, ChunkOp(base, i, n, chunkSize, value[lo:hi]))
 	}
-	ops = append(ops, OpDeleteRange(ChunkKey(base, n), prefixEnd(ChunkPrefix(base))))
+	ops = append(ops, ChunkTailDelete(base, n))
 	return ops, nil
+}
+
+// ChunkOp returns the put of chunk i of a value of count chunks of size
+// bytes (the last may be shorter) stored under base: ChunkOps one chunk at
+// a time, for a value streamed from a file.
+func ChunkOp(base string, i, count, size int, payload []byte) Op {
+	v := make([]byte, chunkHeader+len(payload))
+	binary.BigEndian.PutUint32(v, uint32(count))
+	binary.BigEndian.PutUint32(v[4:], uint32(size))
+	copy(v[chunkHeader:], payload)
+	return OpPut(ChunkKey(base, i), v)
+}
+
+// ChunkTailDelete returns the delete of any chunk at index count or above
+// under base (left by an earlier, longer value).
+func ChunkTailDelete(base string, count int) Op {
+	return OpDeleteRange(ChunkKey(base, count), prefixEnd(ChunkPrefix(base)))
 }
 
 // PutChunked stores value under base in as few transactions as s.Limits()

@@ -97,6 +97,7 @@ func (d *dbNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrO
 
 func (d *dbNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("setattr", &errno)
+	ctx = uninterruptible(ctx)
 	if size, ok := in.GetSize(); ok {
 		if err := d.truncate(ctx, int64(size), f); err != nil {
 			return d.fsys.errno("truncate", d.name, err)
@@ -164,6 +165,7 @@ func (d *dbNode) readAt(ctx context.Context, dest []byte, off int64) (int, error
 
 func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
 	defer d.fsys.recoverErrno("write", &errno)
+	ctx = uninterruptible(ctx)
 	if err := refuseWAL(data, off); err != nil {
 		return 0, d.fsys.errno("write", d.name, err)
 	}
@@ -386,6 +388,7 @@ func (d *dbNode) journalActive() bool {
 
 func (d *dbNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("fsync", &errno)
+	ctx = uninterruptible(ctx)
 	// journal_mode=MEMORY/OFF (and non-SQLite writers): the fsync that ends
 	// the transaction is its commit point.
 	if d.journalActive() {
@@ -401,6 +404,7 @@ func (d *dbNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (errn
 
 func (d *dbNode) Flush(ctx context.Context, f fs.FileHandle) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("flush", &errno)
+	ctx = uninterruptible(ctx)
 	h, _ := f.(*dbHandle)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -419,6 +423,7 @@ func (d *dbNode) Flush(ctx context.Context, f fs.FileHandle) (errno syscall.Errn
 
 func (d *dbNode) Release(ctx context.Context, f fs.FileHandle) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("release", &errno)
+	ctx = uninterruptible(ctx)
 	d.mu.Lock()
 	notSQL := d.notSQL && d.db.Head().TXID == 0 && d.tx == nil
 	d.mu.Unlock()

@@ -286,6 +286,7 @@ func (r *rootNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.E
 func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, _ fs.FileHandle, _ uint32, errno syscall.Errno) {
 	fsys := r.fsys
 	defer fsys.recoverErrno("create", &errno)
+	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
@@ -323,6 +324,7 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno) {
 	fsys := r.fsys
 	defer fsys.recoverErrno("unlink", &errno)
+	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return syscall.EROFS
 	}
@@ -368,3 +370,10 @@ func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno
 func (r *rootNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	return syscall.EXDEV
 }
+
+// uninterruptible keeps a mutating operation going when the kernel sends
+// FUSE_INTERRUPT (a signal reached the calling thread — Go's preemption
+// signal is enough): a commit point that answered EINTR after its commit
+// landed would tell SQLite it failed. The operation completes or fails on
+// its own terms; etcd requests keep their own deadlines.
+func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -143,6 +143,7 @@ func (d *dbNode) Getlk(ctx context.Context, f fs.FileHandle, owner uint64, lk *g
 
 func (d *dbNode) Setlk(ctx context.Context, f fs.FileHandle, owner uint64, lk *gofuse.FileLock, flags uint32) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("setlk", &errno)
+	ctx = uninterruptible(ctx)
 	return d.setlk(ctx, owner, lk)
 }
 

@@ -110,6 +110,7 @@ func (s *sideNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.Att
 
 func (s *sideNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (errno syscall.Errno) {
 	defer s.fsys.recoverErrno("setattr", &errno)
+	ctx = uninterruptible(ctx)
 	if size, ok := in.GetSize(); ok {
 		if err := s.truncate(ctx, int64(size)); err != nil {
 			return s.fsys.errno("truncate", s.name, err)
@@ -138,6 +139,7 @@ func (s *sideNode) truncate(ctx context.Context, size int64) error {
 
 func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ uint32, errno syscall.Errno) {
 	defer s.fsys.recoverErrno("open", &errno)
+	ctx = uninterruptible(ctx)
 	if flags&syscall.O_TRUNC != 0 {
 		if err := s.truncate(ctx, 0); err != nil {
 			return nil, 0, s.fsys.errno("open", s.name, err)
@@ -166,6 +168,7 @@ func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off i
 
 func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
 	defer s.fsys.recoverErrno("write", &errno)
+	ctx = uninterruptible(ctx)
 	// Zeroing a live journal's header is the commit point of
 	// journal_mode=PERSIST and of locking_mode=EXCLUSIVE.
 	if off == 0 && len(data) >= 8 && s.isJournal() && allZero(data) && s.live() {

@@ -72,6 +72,11 @@ func (c *countingStore) GetChunk(ctx context.Context, base string, i int, rev in
 	return c.Store.GetChunk(ctx, base, i, rev)
 }
 
+func (c *countingStore) GetMany(ctx context.Context, keys []string, rev int64) ([]*etcdstore.KeyValue, error) {
+	c.gets.Add(1)
+	return c.Store.GetMany(ctx, keys, rev)
+}
+
 func (c *countingStore) Txn(ctx context.Context, cmps []etcdstore.Cmp, ops []etcdstore.Op) (etcdstore.TxnResult, error) {
 	c.txns.Add(1)
 	return c.Store.Txn(ctx, cmps, ops)

@@ -1,10 +1,13 @@
 package pager
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -43,6 +46,14 @@ func (tx *Tx) Commit(ctx context.Context) (CommitInfo, error) {
 		return CommitInfo{}, ErrTxDone
 	}
 	defer tx.finishLocked()
+	if bp := tx.db.p.opts.Backpressure; bp != nil {
+		if d := bp(tx.db.name, tx.db.Stats()); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
+		}
+	}
 	start := time.Now()
 	info, err := tx.commitLocked(ctx)
 	tx.db.p.metrics.commit(tx.db.name, info, time.Since(start).Seconds(), err)
@@ -86,11 +97,32 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		UsedBytes: tx.base.UsedBytes, Timestamp: now().UnixMilli(),
 	}
 
-	// Encode the delta.
-	var blob, row []byte
+	// Encode the delta: in memory, or into a spool file for a transaction
+	// too large to hold twice in memory (bounded memory, invariant 7).
+	var (
+		blob  []byte   // the delta, when in memory
+		spool *os.File // the delta, when spooled
+		size  int64    // its size either way
+		row   []byte
+	)
 	if len(pgnos) > 0 {
+		limits := db.p.store.Limits()
+		var out io.Writer
 		var buf bytes.Buffer
-		w, err := ltx.NewWriter(&buf, ltx.Header{
+		var bw *bufio.Writer
+		if tx.dirty.spilled() || tx.dirty.estimate() > int64(4*limits.MaxRequestBytes) {
+			f, err := os.CreateTemp(db.p.opts.SpoolDir, "kvfs-delta-*")
+			if err != nil {
+				return CommitInfo{}, fmt.Errorf("spool delta: %w", err)
+			}
+			os.Remove(f.Name())
+			defer f.Close()
+			spool, bw = f, bufio.NewWriterSize(f, 1<<20)
+			out = bw
+		} else {
+			out = &buf
+		}
+		w, err := ltx.NewWriter(out, ltx.Header{
 			PageSize: tx.pageSize, Commit: pages, MinTXID: ltx.TXID(txid), MaxTXID: ltx.TXID(txid),
 			Timestamp: time.UnixMilli(head.Timestamp),
 		})
@@ -109,9 +141,17 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		if err := w.Close(); err != nil {
 			return CommitInfo{}, fmt.Errorf("encode delta: %w", err)
 		}
-		blob = buf.Bytes()
+		if spool != nil {
+			if err := bw.Flush(); err != nil {
+				return CommitInfo{}, fmt.Errorf("spool delta: %w", err)
+			}
+			size = w.N()
+		} else {
+			blob = buf.Bytes()
+			size = int64(len(blob))
+		}
 		row = encodePgnos(pgnos)
-		head.UsedBytes += int64(len(blob) + len(row))
+		head.UsedBytes += size + int64(len(row))
 	}
 	if used := tx.v.usage() + head.UsedBytes - tx.base.UsedBytes; tx.quota.MaxBytes > 0 && used > tx.quota.MaxBytes && head.UsedBytes > tx.base.UsedBytes {
 		return CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: used, Max: tx.quota.MaxBytes}
@@ -128,9 +168,23 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 
 	limits := db.p.store.Limits()
 	deltaKey, rowKey := keys.Delta(db.name, txid), keys.PIDX(db.name, txid)
+	info := CommitInfo{Head: head, Bytes: int(size)}
 	var stage []etcdstore.Op
-	if blob != nil {
-		ops, err := etcdstore.ChunkOps(deltaKey, blob, limits.ChunkSize(len(deltaKey)+5)-reserveBytes)
+	chunkSize := limits.ChunkSize(len(deltaKey)+5) - reserveBytes
+	if spool != nil {
+		// Stream the spooled delta's chunks into staged transactions.
+		n, err := tx.stageSpool(ctx, cmps, deltaKey, spool, size, chunkSize)
+		if err != nil {
+			return CommitInfo{}, err
+		}
+		info.Txns += n
+		ops, err := etcdstore.ChunkOps(rowKey, row, limits.ChunkSize(len(rowKey)+5)-reserveBytes)
+		if err != nil {
+			return CommitInfo{}, err
+		}
+		stage = append(stage, ops...)
+	} else if blob != nil {
+		ops, err := etcdstore.ChunkOps(deltaKey, blob, chunkSize)
 		if err != nil {
 			return CommitInfo{}, err
 		}
@@ -148,10 +202,9 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
 	}
 	flip := []etcdstore.Op{etcdstore.OpPut(keys.Head(db.name), head.marshal())}
-	info := CommitInfo{Head: head, Bytes: len(blob)}
 
 	var rev int64
-	if all := append(stage[:len(stage):len(stage)], flip...); limits.Fits(cmps, all) {
+	if all := append(stage[:len(stage):len(stage)], flip...); spool == nil && limits.Fits(cmps, all) {
 		info.Txns = 1
 		res, err := db.p.store.Txn(ctx, cmps, all)
 		if rev, err = tx.flipResult(ctx, res, err, cmps, head); err != nil {
@@ -185,6 +238,46 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	}
 	tx.landed(head, rev, pgnos, blob)
 	return info, nil
+}
+
+// stageSpool writes a spooled delta's chunks in fenced transactions, reading
+// the file one chunk at a time, and returns the transactions used.
+func (tx *Tx) stageSpool(ctx context.Context, cmps []etcdstore.Cmp, base string, f *os.File, size int64, chunkSize int) (int, error) {
+	limits := tx.db.p.store.Limits()
+	count := int((size + int64(chunkSize) - 1) / int64(chunkSize))
+	var batch []etcdstore.Op
+	txns := 0
+	send := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if testHookStaged != nil {
+			testHookStaged(txns)
+		}
+		if _, err := tx.db.p.store.Txn(ctx, cmps, batch); err != nil {
+			return tx.commitFailed(ctx, err, nil, Head{})
+		}
+		txns++
+		batch = nil
+		return nil
+	}
+	buf := make([]byte, chunkSize)
+	for i := 0; i < count; i++ {
+		off := int64(i) * int64(chunkSize)
+		n := int(min(int64(chunkSize), size-off))
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			return txns, fmt.Errorf("read spooled delta: %w", err)
+		}
+		op := etcdstore.ChunkOp(base, i, count, chunkSize, buf[:n])
+		if !limits.Fits(cmps, append(batch, op)) {
+			if err := send(); err != nil {
+				return txns, err
+			}
+		}
+		batch = append(batch, op)
+	}
+	batch = append(batch, etcdstore.ChunkTailDelete(base, count))
+	return txns, send()
 }
 
 // landed publishes a commit in this host's state.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -101,7 +102,9 @@ func TestCommitSizesDefaultLimits(t *testing.T) {
 	}
 	defer store.Close()
 	e := newEnv(t, Options{})
-	p := e.pager(Options{Store: store})
+	// Small caches: memory must stay bounded by them, not by the
+	// transaction (16 MiB each for pages, blobs, chunks and dirty pages).
+	p := e.pager(Options{Store: store, PageCacheBytes: 16 << 20, BlobCacheBytes: 16 << 20, DirtyMemBytes: 16 << 20})
 	ctx := ctxT(t)
 	if err := p.Create(ctx, "big.db"); err != nil {
 		t.Fatal(err)
@@ -141,6 +144,7 @@ func TestCommitSizesDefaultLimits(t *testing.T) {
 			pinned, _ = db.Snapshot(ctx)
 		}
 		start := time.Now()
+		peak := trackHeap()
 		tx, _ := db.Begin(ctx)
 		for q := uint32(1); q <= uint32(n); q++ {
 			if err := tx.WritePage(ctx, q, content(q, v)); err != nil {
@@ -151,7 +155,13 @@ func TestCommitSizesDefaultLimits(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d pages: %v", n, err)
 		}
-		t.Logf("%d pages: %d bytes, staged %v, %d txns, %s", n, info.Bytes, info.Staged, info.Txns, time.Since(start).Round(time.Millisecond))
+		heap := peak()
+		t.Logf("%d pages: %d bytes, staged %v, %d txns, %s, peak heap %d MiB", n, info.Bytes, info.Staged, info.Txns, time.Since(start).Round(time.Millisecond), heap>>20)
+		// Bounded memory: a transaction larger than the dirty-page memory
+		// limit spills, and its delta streams from a spool file.
+		if n*ps >= 256<<20 && heap > 160<<20 {
+			t.Errorf("peak heap %d MiB during a 256 MiB transaction", heap>>20)
+		}
 		check := func(s *Snapshot, v byte, n int) {
 			buf := make([]byte, ps)
 			for q := 1; q <= n; q += 1 + q/64 {
@@ -171,4 +181,28 @@ func TestCommitSizesDefaultLimits(t *testing.T) {
 	if got := fmt.Sprint(db.Head().Pages); got != fmt.Sprint(256<<20/ps) {
 		t.Fatalf("pages %s", got)
 	}
+}
+
+// trackHeap samples the heap until the returned function is called, which
+// returns the largest HeapInuse seen.
+func trackHeap() func() uint64 {
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() uint64 { close(stop); <-done; return peak.Load() }
 }

@@ -482,13 +482,16 @@ func (db *Database) Snapshot(ctx context.Context) (*Snapshot, error) {
 
 // Stats describes a database's in-memory state.
 type Stats struct {
-	Head      Head
-	Usage     int64 // bytes stored in etcd (quota counts this)
-	Rows      int   // page index rows (deltas with live pages)
-	Pages     int   // pages indexed in deltas
-	Snapshots int   // open snapshots
-	Writable  bool
-	TxOpen    bool
+	Head       Head
+	Usage      int64  // bytes stored in etcd (quota counts this)
+	ShardBytes int64  // of which in shards
+	Shards     int    // live shard versions
+	Folded     uint64 // txid the last complete compaction pass folded up to
+	Rows       int    // page index rows (deltas with live pages)
+	Pages      int    // pages indexed in deltas
+	Snapshots  int    // open snapshots
+	Writable   bool
+	TxOpen     bool
 }
 
 // Stats returns the database's in-memory state.
@@ -500,7 +503,11 @@ func (db *Database) Stats() Stats {
 	for _, n := range db.pinRevs {
 		pins += n
 	}
-	return Stats{Head: db.head, Usage: db.viewLocked().usage(), Rows: rows, Pages: pages, Snapshots: pins, Writable: db.fence != nil, TxOpen: db.tx != nil}
+	st := Stats{Head: db.head, Usage: db.viewLocked().usage(), Rows: rows, Pages: pages, Snapshots: pins, Writable: db.fence != nil, TxOpen: db.tx != nil}
+	if db.comp != nil {
+		st.ShardBytes, st.Shards, st.Folded = db.comp.ShardBytes, len(db.comp.Shards), db.comp.Materialized
+	}
+	return st
 }
 
 // viewLocked returns the database's current view.

@@ -73,6 +73,10 @@ type Options struct {
 	ResolveTimeout time.Duration
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// Backpressure, when set, is asked before each commit how long to wait
+	// first; compaction uses it to slow commits down when they outpace
+	// folding (ctx ends the wait).
+	Backpressure func(db string, s Stats) time.Duration
 	// Preload lists page ranges fetched, with page 1, when a database is
 	// opened: one etcd round trip for the deltas holding them.
 	Preload []PageRange
@@ -296,6 +300,17 @@ func (p *Pager) Open(ctx context.Context, name string) (*Database, error) {
 	db.refs = 1
 	p.dbs[name] = db
 	return db, nil
+}
+
+// Databases returns the open databases.
+func (p *Pager) Databases() []*Database {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Database, 0, len(p.dbs))
+	for _, db := range p.dbs {
+		out = append(out, db)
+	}
+	return out
 }
 
 // release drops one reference to db, closing it at zero.
