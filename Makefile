@@ -4,7 +4,9 @@
 #   make run               build kvfs and mount it at $(MOUNTPOINT) with the embedded etcd on ./data
 #   make test              lint, unit + embedded etcd + separate etcd process tests, -race on core packages
 #   make test-integration  3-member etcd cluster and many-trial tests
-#   make bench             Go benchmarks; results in bench-out/
+#   make bench             side-by-side benchmarks (native SQLite, kvfs on embedded/separate/3-member etcd,
+#                          raw etcd); writes bench-results/bench-DATE[-quick].{json,md}; BENCH_QUICK=1: < 3 min
+#   make bench-go          Go micro-benchmarks (ltx, etcdstore, pager); results in bench-out/
 #
 # Integration-tier tests have "Cluster" or "Integration" in their names and
 # skip unless KVFS_INTEGRATION=1.
@@ -21,7 +23,7 @@ STATICCHECK_VERSION := v0.8.2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 export KVFS_ETCD_BIN := $(BIN)/etcd-server
 
-.PHONY: all build run deps test test-unit test-race test-integration bench lint sweep clean
+.PHONY: all build run deps test test-unit test-race test-integration bench bench-go lint sweep clean install
 
 all: build
 
@@ -65,9 +67,19 @@ test-integration: deps sweep $(BIN)/etcd-server
 	KVFS_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -run 'Cluster|Integration' -v ./... 2>&1 | \
 		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|seed|_test.go' ; exit $${PIPESTATUS[0]}
 
-bench: $(BIN)/etcd-server
+bench: deps sweep build
+	BENCH_QUICK=$(BENCH_QUICK) $(GO) run ./tests/benchrun -kvfs $(BIN)/kvfs -etcd $(BIN)/etcd-server -out bench-results
+
+bench-go: $(BIN)/etcd-server
 	@mkdir -p bench-out
-	$(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} -count $${BENCHCOUNT:-1} ./ltx ./etcdstore | tee bench-out/go-bench.txt
+	$(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} -count $${BENCHCOUNT:-1} ./ltx ./etcdstore ./pager | tee bench-out/go-bench.txt
+
+# install puts kvfs, its systemd unit and (if absent) the example config in place.
+install: build
+	install -m 0755 $(BIN)/kvfs /usr/local/bin/kvfs
+	install -m 0644 systemd/kvfs.service /etc/systemd/system/kvfs.service
+	test -e /etc/kvfs/kvfs.yaml || install -m 0640 -D systemd/kvfs.yaml /etc/kvfs/kvfs.yaml
+	systemctl daemon-reload 2>/dev/null || true
 
 lint:
 	@out=$$(gofmt -l .); \

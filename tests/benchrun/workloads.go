@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	_ "github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
+)
+
+// journalModes are the rollback-journal modes the autocommit workloads run in.
+var journalModes = []string{"DELETE", "TRUNCATE", "PERSIST"}
+
+// cli runs the stock sqlite3 CLI on path with script on stdin and returns
+// its output.
+func cli(ctx context.Context, path, script string) (string, error) {
+	cmd := exec.CommandContext(ctx, "sqlite3", "-batch", "-bail", path)
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("sqlite3 %s: %w: %s", path, err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// expectCount checks that table t of path holds want rows.
+func expectCount(ctx context.Context, path string, want int) error {
+	out, err := cli(ctx, path, "select count(*) from t;")
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(out); got != strconv.Itoa(want) {
+		return fmt.Errorf("%s: %s rows, want %d", path, got, want)
+	}
+	return nil
+}
+
+const createT = "create table t(id integer primary key, v text);"
+
+// insertScript returns n autocommit single-row inserts, after a journal
+// mode pragma (rollback modes are per connection).
+func insertScript(mode string, n, tag int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, ".timeout 10000\npragma journal_mode=%s;\n", mode)
+	for i := range n {
+		fmt.Fprintf(&b, "insert into t(v) values('writer %d row %d padding-padding-padding');\n", tag, i)
+	}
+	return b.String()
+}
+
+// autocommitCLI times n autocommit inserts by one sqlite3 CLI process into a
+// fresh database; it returns inserts/s.
+func autocommitCLI(ctx context.Context, dir, mode string, n, run int) (float64, error) {
+	path := filepath.Join(dir, fmt.Sprintf("ac-cli-%s-%d.db", strings.ToLower(mode), run))
+	if _, err := cli(ctx, path, createT); err != nil {
+		return 0, err
+	}
+	script := insertScript(mode, n, 0)
+	t0 := time.Now()
+	if _, err := cli(ctx, path, script); err != nil {
+		return 0, err
+	}
+	el := time.Since(t0)
+	if err := expectCount(ctx, path, n); err != nil {
+		return 0, err
+	}
+	return float64(n) / el.Seconds(), nil
+}
+
+// openDB opens path with go-sqlite3 on one connection.
+func openDB(path, params string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000"+params)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// autocommitGo times n autocommit inserts through go-sqlite3 into a fresh
+// database; it returns inserts/s.
+func autocommitGo(ctx context.Context, dir, mode string, n, run int) (float64, error) {
+	path := filepath.Join(dir, fmt.Sprintf("ac-go-%s-%d.db", strings.ToLower(mode), run))
+	db, err := openDB(path, "&_journal_mode="+mode)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, createT); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	var got string
+	if err := db.QueryRowContext(ctx, "pragma journal_mode").Scan(&got); err != nil || !strings.EqualFold(got, mode) {
+		return 0, fmt.Errorf("%s: journal_mode %q (%v), want %s", path, got, err, mode)
+	}
+	t0 := time.Now()
+	for i := range n {
+		if _, err := db.ExecContext(ctx, "insert into t(v) values(?)", fmt.Sprintf("go row %d padding-padding-padding", i)); err != nil {
+			return 0, fmt.Errorf("%s: insert %d: %w", path, i, err)
+		}
+	}
+	el := time.Since(t0)
+	if err := expectCount(ctx, path, n); err != nil {
+		return 0, err
+	}
+	return float64(n) / el.Seconds(), nil
+}
+
+// rowsSQL inserts rows 1..n of about 100 bytes into t with one statement.
+func rowsSQL(n int) string {
+	return fmt.Sprintf("with recursive c(i) as (select 1 union all select i+1 from c where i < %d) "+
+		"insert into t(id, v) select i, printf('row %%08d ', i) || hex(randomblob(40)) from c;", n)
+}
+
+// bigTxnCLI times one transaction inserting n rows through the CLI; seconds.
+func bigTxnCLI(ctx context.Context, dir string, n, run int) (float64, error) {
+	path := filepath.Join(dir, fmt.Sprintf("txn-cli-%d.db", run))
+	if _, err := cli(ctx, path, createT); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if _, err := cli(ctx, path, "begin;\n"+rowsSQL(n)+"\ncommit;\n"); err != nil {
+		return 0, err
+	}
+	el := time.Since(t0)
+	return el.Seconds(), expectCount(ctx, path, n)
+}
+
+// bigTxnGo times one go-sqlite3 transaction of n prepared single-row
+// inserts; seconds.
+func bigTxnGo(ctx context.Context, dir string, n, run int) (float64, error) {
+	path := filepath.Join(dir, fmt.Sprintf("txn-go-%d.db", run))
+	db, err := openDB(path, "")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, createT); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	t0 := time.Now()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, "insert into t(id, v) values(?, ?)")
+	if err != nil {
+		return 0, err
+	}
+	pad := strings.Repeat("x", 80)
+	for i := 1; i <= n; i++ {
+		if _, err := st.ExecContext(ctx, i, fmt.Sprintf("row %08d %s", i, pad)); err != nil {
+			return 0, fmt.Errorf("%s: insert %d: %w", path, i, err)
+		}
+	}
+	st.Close()
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("%s: commit: %w", path, err)
+	}
+	el := time.Since(t0)
+	return el.Seconds(), expectCount(ctx, path, n)
+}
+
+// concurrentWriters runs `writers` sqlite3 CLI processes at once, each doing
+// n autocommit inserts (DELETE mode, busy timeout 10 s) into one database;
+// it returns total commits/s.
+func concurrentWriters(ctx context.Context, dir string, writers, n, run int) (float64, error) {
+	path := filepath.Join(dir, fmt.Sprintf("multi-%d.db", run))
+	if _, err := cli(ctx, path, createT); err != nil {
+		return 0, err
+	}
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := range writers {
+		wg.Go(func() { _, errs[w] = cli(ctx, path, insertScript("DELETE", n, w)) })
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	if err := expectCount(ctx, path, writers*n); err != nil {
+		return 0, err
+	}
+	return float64(writers*n) / el.Seconds(), nil
+}
+
+// createLookupDB creates lookup.db in dir with rows 1..n of ~100 bytes.
+func createLookupDB(ctx context.Context, dir string, n int) error {
+	path := filepath.Join(dir, "lookup.db")
+	_, err := cli(ctx, path, createT+"\nbegin;\n"+rowsSQL(n)+"\ncommit;\n")
+	return err
+}
+
+// lookups runs n random primary-key lookups on path through go-sqlite3 on
+// one connection (each its own read transaction, as an application's
+// point queries are); it returns lookups/s. With warm set it first reads
+// the whole table and does the n lookups once, untimed.
+func lookups(ctx context.Context, path string, rows, n int, warm bool, seed uint64) (float64, error) {
+	db, err := openDB(path, "")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	st, err := db.PrepareContext(ctx, "select v from t where id = ?")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	defer st.Close()
+	pass := func() error {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		var v string
+		for range n {
+			if err := st.QueryRowContext(ctx, 1+rng.IntN(rows)).Scan(&v); err != nil {
+				return fmt.Errorf("%s: lookup: %w", path, err)
+			}
+		}
+		return nil
+	}
+	if warm {
+		var sum int64
+		if err := db.QueryRowContext(ctx, "select sum(length(v)) from t").Scan(&sum); err != nil {
+			return 0, fmt.Errorf("%s: warm-up: %w", path, err)
+		}
+		if err := pass(); err != nil {
+			return 0, err
+		}
+	}
+	t0 := time.Now()
+	if err := pass(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// bigRowBytes is the value size of the large database's rows; four fit a
+// 4 KiB page, so the file is about rows × 1 KiB.
+const bigRowBytes = 1000
+
+// createBigDB creates big.db of about size bytes in dir (native), with
+// values half random, half zeros (so LZ4 in kvfs halves them, as it would
+// typical data), and returns its path.
+func createBigDB(ctx context.Context, dir string, size int64) (string, error) {
+	path := filepath.Join(dir, "big.db")
+	rows := size / 1024
+	_, err := cli(ctx, path, fmt.Sprintf("pragma page_size=4096; create table t(id integer primary key, v blob);\n"+
+		"begin; with recursive c(i) as (select 1 union all select i+1 from c where i < %d) "+
+		"insert into t(id, v) select i, cast(randomblob(%d)||zeroblob(%d) as blob) from c; commit;\n",
+		rows, bigRowBytes/2, bigRowBytes/2))
+	return path, err
+}
+
+// bigRows is the number of rows createBigDB writes for size.
+func bigRows(size int64) int64 { return size / 1024 }
+
+// firstQuery runs one point query on big.db through the CLI and checks the
+// answer.
+func firstQuery(ctx context.Context, dir string, size int64) error {
+	out, err := cli(ctx, filepath.Join(dir, "big.db"), fmt.Sprintf("select length(v) from t where id = %d;", bigRows(size)/2))
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(out) != strconv.Itoa(bigRowBytes) {
+		return fmt.Errorf("first query on big.db: got %q", out)
+	}
+	return nil
+}
+
+// scan reads every row of big.db through the CLI; it returns seconds.
+func scan(ctx context.Context, dir string, size int64) (float64, error) {
+	t0 := time.Now()
+	out, err := cli(ctx, filepath.Join(dir, "big.db"), "select sum(length(v)), count(*) from t;")
+	if err != nil {
+		return 0, err
+	}
+	el := time.Since(t0)
+	rows := bigRows(size)
+	if want := fmt.Sprintf("%d|%d", rows*bigRowBytes, rows); strings.TrimSpace(out) != want {
+		return 0, fmt.Errorf("scan of big.db: got %q, want %s", strings.TrimSpace(out), want)
+	}
+	return el.Seconds(), nil
+}
+
+// evict drops a local file's pages from the OS page cache (after writing
+// back dirty ones), so the next read of it is cold.
+func evict(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("fadvise %s: %w", path, err)
+	}
+	return nil
+}
+
+// rawFencedTxns runs n sequential fenced transactions against etcd, each
+// comparing a fence value and the head's mod revision and putting a
+// valueBytes value and the head — kvfs's fast-path commit shape. It returns
+// txn/s, and deletes its keys afterwards.
+func rawFencedTxns(ctx context.Context, eps []string, n, valueBytes, run int) (float64, error) {
+	s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: eps})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	pfx := fmt.Sprintf("/kvfs-bench-raw/%d-%d/", time.Now().UnixNano(), run)
+	fence, head := pfx+"fence", pfx+"head"
+	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(fence, []byte("gen-1"))}); err != nil {
+		return 0, err
+	}
+	res, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(head, []byte("0"))})
+	if err != nil {
+		return 0, err
+	}
+	rev := res.Revision
+	value := make([]byte, valueBytes)
+	for i := range value {
+		value[i] = byte(rand.IntN(256))
+	}
+	t0 := time.Now()
+	for i := range n {
+		res, err := s.Txn(ctx,
+			[]etcdstore.Cmp{etcdstore.CmpValue(fence, []byte("gen-1")), etcdstore.CmpModRevision(head, rev)},
+			[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%016x", pfx, i), value), etcdstore.OpPut(head, []byte(strconv.Itoa(i)))})
+		if err != nil {
+			return 0, fmt.Errorf("raw txn %d: %w", i, err)
+		}
+		rev = res.Revision
+	}
+	el := time.Since(t0)
+	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpDeletePrefix(pfx)}); err != nil {
+		return 0, fmt.Errorf("delete raw txn keys: %w", err)
+	}
+	return float64(n) / el.Seconds(), nil
+}
