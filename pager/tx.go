@@ -199,7 +199,11 @@ func (tx *Tx) putPage(ctx context.Context, pgno uint32, page []byte) error {
 		// SQLite never writes the lock page; anyone else gets zeros back.
 		return nil
 	}
-	frame := ltx.FrameSize(page)
+	// The encoded size matters only under a byte quota.
+	frame := int(tx.pageSize)
+	if tx.quota.MaxBytes > 0 {
+		frame = ltx.FrameSize(page)
+	}
 	if max := tx.quota.MaxBytes; max > 0 {
 		old := 0
 		if tx.dirty.has(pgno) {
