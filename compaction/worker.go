@@ -1,0 +1,204 @@
+package compaction
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// Options configure a Worker. Zero fields take the defaults in
+// DefaultOptions.
+type Options struct {
+	// Interval is how often the worker looks at databases and etcd.
+	Interval time.Duration
+	// MaxDeltas starts a pass once a database has this many deltas
+	// outstanding (page index rows not folded into shards).
+	MaxDeltas int
+	// IdleAfter starts a pass on any outstanding delta once a database saw
+	// no commit for this long.
+	IdleAfter time.Duration
+	// ShardPages is the shard size of a database's first pass.
+	ShardPages uint32
+	// HistoryRetention keeps this much etcd history for pinned readers; 0
+	// disables history compaction (another tool does it).
+	HistoryRetention time.Duration
+	// Defrag defragments etcd members when DefragMinBytes are reclaimable.
+	Defrag         bool
+	DefragMinBytes int64
+	// Metrics records Prometheus metrics; nil records none.
+	Metrics *Metrics
+	// Logger receives pass results and failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultOptions returns the defaults: look every second, fold at 64
+// deltas or after 10 s idle, shards of pager.DefaultShardPages, keep 10
+// minutes of etcd history, no defragmentation.
+func DefaultOptions() Options {
+	return Options{
+		Interval: time.Second, MaxDeltas: 64, IdleAfter: 10 * time.Second,
+		ShardPages: pager.DefaultShardPages, HistoryRetention: 10 * time.Minute, DefragMinBytes: 64 << 20,
+	}
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.Interval <= 0 {
+		o.Interval = d.Interval
+	}
+	if o.MaxDeltas <= 0 {
+		o.MaxDeltas = d.MaxDeltas
+	}
+	if o.IdleAfter <= 0 {
+		o.IdleAfter = d.IdleAfter
+	}
+	if o.ShardPages == 0 {
+		o.ShardPages = d.ShardPages
+	}
+	if o.DefragMinBytes <= 0 {
+		o.DefragMinBytes = d.DefragMinBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Worker compacts the databases of one Pager that this host writes.
+type Worker struct {
+	opts  Options
+	store *etcdstore.Store
+	pager *pager.Pager
+
+	mu        sync.Mutex
+	samples   []sample // etcd revisions over time, oldest first
+	compacted int64    // etcd history compacted up to this revision
+}
+
+type sample struct {
+	at  time.Time
+	rev int64
+}
+
+// New returns a worker; Run starts it.
+func New(store *etcdstore.Store, p *pager.Pager, opts Options) *Worker {
+	return &Worker{opts: opts.withDefaults(), store: store, pager: p}
+}
+
+// Backpressure is a pager.Options.Backpressure policy: no delay up to
+// 4×MaxDeltas deltas outstanding, then a delay growing with the backlog,
+// at most 100 ms a commit.
+func (w *Worker) Backpressure(db string, s pager.Stats) time.Duration {
+	over := s.Rows - 4*w.opts.MaxDeltas
+	if over <= 0 {
+		return 0
+	}
+	return min(time.Duration(over)*time.Millisecond, 100*time.Millisecond)
+}
+
+// Run compacts until ctx ends.
+func (w *Worker) Run(ctx context.Context) {
+	t := time.NewTicker(w.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, db := range w.pager.Databases() {
+			if ctx.Err() != nil {
+				return
+			}
+			if w.due(db) {
+				w.CompactNow(ctx, db)
+			}
+		}
+		if w.opts.HistoryRetention > 0 {
+			w.history(ctx)
+		}
+	}
+}
+
+// due reports whether db needs a pass.
+func (w *Worker) due(db *pager.Database) bool {
+	s := db.Stats()
+	if !s.Writable || s.Rows == 0 {
+		return false
+	}
+	idle := time.Since(time.UnixMilli(s.Head.Timestamp)) >= w.opts.IdleAfter
+	return s.Rows >= w.opts.MaxDeltas || (idle && s.Head.TXID > s.Folded)
+}
+
+// CompactNow runs one full pass on db (which must be writable here).
+func (w *Worker) CompactNow(ctx context.Context, db *pager.Database) (pager.CompactResult, error) {
+	start := time.Now()
+	res, err := db.Compact(ctx, pager.CompactOptions{ShardPages: w.opts.ShardPages})
+	w.opts.Metrics.pass(db.Name(), res, time.Since(start), err, db.Stats())
+	switch {
+	case err == nil && res.Shards > 0:
+		w.opts.Logger.Info("compacted", "db", db.Name(), "txid", res.FoldedTXID, "shards", res.Shards,
+			"deltas_deleted", res.DeltasDeleted, "freed", res.BytesFreed, "took", time.Since(start).Round(time.Millisecond))
+	case errors.Is(err, pager.ErrReadOnly), errors.Is(err, pager.ErrFenced):
+		// The lease moved on; its new holder compacts.
+	case err != nil:
+		w.opts.Logger.Warn("compaction failed", "db", db.Name(), "err", err)
+	}
+	return res, err
+}
+
+// history compacts etcd's history older than the retention window and
+// defragments when worth it.
+func (w *Worker) history(ctx context.Context) {
+	st, err := w.store.Status(ctx)
+	if err != nil || len(st) == 0 {
+		return
+	}
+	now := time.Now()
+	w.mu.Lock()
+	w.samples = append(w.samples, sample{now, st[0].Revision})
+	target := int64(0)
+	for len(w.samples) > 0 && now.Sub(w.samples[0].at) >= w.opts.HistoryRetention {
+		target = w.samples[0].rev
+		w.samples = w.samples[1:]
+	}
+	do := target > w.compacted
+	w.mu.Unlock()
+	w.opts.Metrics.etcd(st)
+	if !do {
+		return
+	}
+	if err := w.store.Compact(ctx, target); err != nil && !errors.Is(err, etcdstore.ErrCompacted) {
+		w.opts.Logger.Warn("etcd history compaction failed", "rev", target, "err", err)
+		return
+	}
+	w.mu.Lock()
+	w.compacted = target
+	w.mu.Unlock()
+	w.opts.Metrics.historyCompacted()
+	if !w.opts.Defrag {
+		return
+	}
+	for _, m := range st {
+		if m.DBSize-m.DBSizeInUse >= w.opts.DefragMinBytes {
+			dctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err := w.store.Defragment(dctx, m.Endpoint)
+			cancel()
+			if err != nil {
+				w.opts.Logger.Warn("etcd defragment failed", "endpoint", m.Endpoint, "err", err)
+				continue
+			}
+			w.opts.Metrics.defragmented()
+			w.opts.Logger.Info("etcd defragmented", "endpoint", m.Endpoint, "reclaimed", m.DBSize-m.DBSizeInUse)
+		}
+	}
+}
+
+func isFenced(err error) bool {
+	return errors.Is(err, pager.ErrFenced) || errors.Is(err, pager.ErrReadOnly)
+}

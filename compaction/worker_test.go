@@ -1,0 +1,253 @@
+package compaction
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// fixedFence holds while its key has its value: the tests' stand-in for a
+// fence.Lease (the fence package's own tests cover leases).
+type fixedFence struct{ key string }
+
+func (f fixedFence) Cmps() ([]etcdstore.Cmp, error) {
+	return []etcdstore.Cmp{etcdstore.CmpValue(f.key, []byte("held"))}, nil
+}
+func (f fixedFence) Generation() uint64 { return 1 }
+
+type rig struct {
+	t     *testing.T
+	e     *etcdstore.Embedded
+	store *etcdstore.Store
+	keys  etcdstore.Keys
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	e, err := etcdstore.StartEmbedded(context.Background(), etcdstore.EmbedConfig{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	s, err := etcdstore.Open(context.Background(), e.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return &rig{t: t, e: e, store: s, keys: etcdstore.NewKeys("/c/")}
+}
+
+// writer opens name under a fence on a new pager with bp as backpressure.
+func (r *rig) writer(name string, opts pager.Options) (*pager.Pager, *pager.Database) {
+	t := r.t
+	ctx := context.Background()
+	opts.Store, opts.Keys, opts.SpoolDir = r.store, r.keys, t.TempDir()
+	p, err := pager.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if err := p.Create(ctx, name); err != nil && !errors.Is(err, pager.ErrExists) {
+		t.Fatal(err)
+	}
+	db, err := p.Open(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	f := fixedFence{key: r.keys.Fence(name)}
+	if _, err := r.store.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(f.key, []byte("held"))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Acquire(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	return p, db
+}
+
+func page(ps int, pgno uint32, v int) []byte {
+	b := make([]byte, ps)
+	for i := range b {
+		b[i] = byte(int(pgno)*31 + v + i/128)
+	}
+	if pgno == 1 {
+		copy(b, "SQLite format 3\x00")
+		b[16], b[17] = byte(ps>>8), byte(ps)
+	}
+	return b
+}
+
+// commitLoad makes n small commits to db, each rewriting one page and
+// touching page 1, over a 200-page database; it returns the model.
+func commitLoad(t *testing.T, db *pager.Database, n int, model map[uint32][]byte) time.Duration {
+	ctx := context.Background()
+	const ps = 4096
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pgnos := []uint32{1, uint32(2 + i%199)}
+		if len(model) == 0 {
+			pgnos = nil
+			for p := uint32(1); p <= 200; p++ {
+				pgnos = append(pgnos, p)
+			}
+		}
+		for _, p := range pgnos {
+			b := page(ps, p, i)
+			if err := tx.WritePage(ctx, p, b); err != nil {
+				t.Fatal(err)
+			}
+			model[p] = b
+		}
+		if _, err := tx.Commit(ctx); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+	}
+	return time.Since(start)
+}
+
+func checkModel(t *testing.T, db *pager.Database, model map[uint32][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := db.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	buf := make([]byte, 4096)
+	for p, want := range model {
+		if err := s.ReadPage(ctx, p, buf); err != nil || !bytes.Equal(buf, want) {
+			t.Fatalf("page %d: %v", p, err)
+		}
+	}
+}
+
+func usageInEtcd(t *testing.T, r *rig, name string) int64 {
+	var total int64
+	for _, prefix := range []string{r.keys.Deltas(name), r.keys.PIDXs(name), r.keys.Shards(name)} {
+		_, err := r.store.Range(context.Background(), prefix, etcdstore.RangeOptions{}, func(kv *etcdstore.KeyValue) error {
+			_, payload, err := etcdstore.DecodeChunk(kv.Value)
+			total += int64(len(payload))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return total
+}
+
+// TestSustainedLoad commits continuously with the worker running: deltas
+// outstanding stay bounded, usage stays exact, etcd's size stays bounded,
+// and the commit rate stays near the rate without compaction. The
+// integration tier runs 20,000 commits (KVFS_INTEGRATION=1).
+func TestSustainedLoad(t *testing.T) {
+	commits := 1500
+	if os.Getenv("KVFS_INTEGRATION") != "" {
+		commits = 20000
+	}
+	r := newRig(t)
+	opts := Options{Interval: 20 * time.Millisecond, MaxDeltas: 32, HistoryRetention: time.Second, Defrag: true, DefragMinBytes: 4 << 20}
+
+	// Baseline: the same load without compaction, on another database.
+	_, base := r.writer("base.db", pager.Options{})
+	baseTime := commitLoad(t, base, commits, map[uint32][]byte{})
+
+	var w *Worker
+	p, db := r.writer("load.db", pager.Options{Backpressure: func(name string, s pager.Stats) time.Duration { return w.Backpressure(name, s) }})
+	w = New(r.store, p, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	model := map[uint32][]byte{}
+	size := func() int64 {
+		st, err := r.store.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st[0].DBSize
+	}
+	before := size()
+	maxRows, maxSize := 0, int64(0)
+	var loadTime time.Duration
+	for chunk := 0; chunk < 10; chunk++ {
+		loadTime += commitLoad(t, db, commits/10, model)
+		maxRows = max(maxRows, db.Stats().Rows)
+		maxSize = max(maxSize, size())
+	}
+	// Let the worker catch up, then compare.
+	for deadline := time.Now().Add(30 * time.Second); db.Stats().Rows > opts.MaxDeltas; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never caught up: %+v", db.Stats())
+		}
+	}
+	checkModel(t, db, model)
+	if got := usageInEtcd(t, r, "load.db"); got != db.Stats().Usage {
+		t.Fatalf("usage %d, recomputed from etcd %d", db.Stats().Usage, got)
+	}
+	after := size()
+	baseRate := float64(commits) / baseTime.Seconds()
+	rate := float64(commits) / loadTime.Seconds()
+	t.Logf("%d commits: %.0f/s with compaction, %.0f/s without (%.0f%%); max deltas outstanding %d (threshold %d); etcd size before %d KiB, max during %d KiB, after %d KiB; usage %d KiB of %d KiB committed",
+		commits, rate, baseRate, 100*rate/baseRate, maxRows, opts.MaxDeltas, before>>10, maxSize>>10, after>>10, db.Stats().Usage>>10, db.Stats().Head.UsedBytes>>10)
+	if maxRows > 8*opts.MaxDeltas {
+		t.Errorf("deltas outstanding reached %d with a threshold of %d", maxRows, opts.MaxDeltas)
+	}
+	if db.Stats().Usage > db.Stats().Head.UsedBytes/4 {
+		t.Errorf("usage %d of %d committed: compaction reclaimed too little", db.Stats().Usage, db.Stats().Head.UsedBytes)
+	}
+}
+
+// TestHistoryCompaction: the worker compacts etcd history older than the
+// retention window (a read pinned there fails as compacted) and keeps the
+// window's revisions readable.
+func TestHistoryCompaction(t *testing.T) {
+	r := newRig(t)
+	p, db := r.writer("h.db", pager.Options{})
+	model := map[uint32][]byte{}
+	commitLoad(t, db, 20, model)
+	_, oldRev, _ := r.store.Get(context.Background(), r.keys.Head("h.db"), 0)
+	w := New(r.store, p, Options{Interval: 20 * time.Millisecond, HistoryRetention: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		commitLoad(t, db, 1, model) // history keeps moving
+		if _, _, err = r.store.Get(context.Background(), r.keys.Head("h.db"), oldRev); errors.Is(err, etcdstore.ErrCompacted) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !errors.Is(err, etcdstore.ErrCompacted) {
+		t.Fatalf("revision %d still readable: %v", oldRev, err)
+	}
+	checkModel(t, db, model)
+	_, rev, _ := r.store.Get(context.Background(), r.keys.Head("h.db"), 0)
+	if _, _, err := r.store.Get(context.Background(), r.keys.Head("h.db"), rev); err != nil {
+		t.Fatalf("current revision %d: %v", rev, err)
+	}
+}
+
+func TestBackpressure(t *testing.T) {
+	w := New(nil, nil, Options{MaxDeltas: 10})
+	for _, c := range []struct {
+		rows int
+		want time.Duration
+	}{{0, 0}, {40, 0}, {45, 5 * time.Millisecond}, {1000, 100 * time.Millisecond}} {
+		if got := w.Backpressure("x", pager.Stats{Rows: c.rows}); got != c.want {
+			t.Errorf("rows %d: %v, want %v", c.rows, got, c.want)
+		}
+	}
+}
