@@ -104,8 +104,7 @@ func TestModelRandom(t *testing.T) {
 	}
 
 	commits, rollbacks, passes := 0, 0, 0
-	var writeTxn func(step int)
-	writeTxn = func(step int) {
+	writeTxn := func(step int) {
 		w := hosts[writer]
 		tx, err := w.db.Begin(ctx)
 		if err != nil {

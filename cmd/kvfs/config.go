@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/kvfs/kvfs/compaction"
 	"github.com/kvfs/kvfs/etcdstore"
 	"github.com/kvfs/kvfs/pager"
 )
@@ -68,6 +69,27 @@ type Config struct {
 	Log LogConfig `yaml:"log"`
 	// FUSEDebug logs every FUSE request (very verbose).
 	FUSEDebug bool `yaml:"fuse_debug"`
+	// Compaction folds the deltas of the databases this host writes into
+	// shards, and bounds etcd's history.
+	Compaction CompactionConfig `yaml:"compaction"`
+}
+
+// CompactionConfig tunes background compaction (compaction.Options).
+type CompactionConfig struct {
+	// MaxDeltas folds a database once this many commits are not yet in
+	// shards; 0 disables background compaction (kvfs compact still works).
+	MaxDeltas int64 `yaml:"max_deltas"`
+	// IdleAfter folds any unfolded commits of a database idle this long.
+	IdleAfter Duration `yaml:"idle_after"`
+	// ShardPages is the shard size of a database's first compaction.
+	ShardPages int64 `yaml:"shard_pages"`
+	// HistoryRetention keeps this much etcd history for long reads; 0
+	// leaves etcd's history alone (compact it some other way).
+	HistoryRetention Duration `yaml:"history_retention"`
+	// Defrag defragments etcd when 64 MiB or more can be reclaimed. It
+	// blocks a member while it runs: on by default only for the embedded
+	// etcd.
+	Defrag string `yaml:"defrag"`
 }
 
 // EtcdConfig says how to reach etcd.
@@ -159,6 +181,10 @@ func DefaultConfig() Config {
 		Cache:           CacheConfig{PageBytes: 64 << 20, BlobBytes: 64 << 20, DirtyMemBytes: 64 << 20},
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             LogConfig{Level: "info", Format: "text"},
+		Compaction: CompactionConfig{
+			MaxDeltas: 64, IdleAfter: Duration(10 * time.Second), ShardPages: 1024,
+			HistoryRetention: Duration(10 * time.Minute), Defrag: "auto",
+		},
 	}
 }
 
@@ -262,7 +288,26 @@ func (c Config) Validate() error {
 			return fmt.Errorf("quota.databases: %w", err)
 		}
 	}
+	switch c.Compaction.Defrag {
+	case "auto", "always", "never":
+	default:
+		return fmt.Errorf("compaction.defrag %q: want auto, always or never", c.Compaction.Defrag)
+	}
+	if sp := c.Compaction.ShardPages; sp < 1 || sp > 1<<20 {
+		return fmt.Errorf("compaction.shard_pages %d: want 1 to 1048576", sp)
+	}
 	return nil
+}
+
+// compactionOptions returns the worker options; embedded says whether the
+// store is kvfs's embedded etcd (defragmented by default).
+func (c Config) compactionOptions(embedded bool) compaction.Options {
+	cc := c.Compaction
+	return compaction.Options{
+		MaxDeltas: int(cc.MaxDeltas), IdleAfter: time.Duration(cc.IdleAfter), ShardPages: uint32(cc.ShardPages),
+		HistoryRetention: time.Duration(cc.HistoryRetention),
+		Defrag:           cc.Defrag == "always" || (cc.Defrag == "auto" && embedded),
+	}
 }
 
 // QuotaFor returns database db's quota (pager.Options.QuotaFor).
@@ -396,6 +441,11 @@ var settings = []setting{
 	{"log.level", "log-level", "log level: debug, info, warn, error", func(c *Config) any { return &c.Log.Level }, false},
 	{"log.format", "log-format", "log format: text or json", func(c *Config) any { return &c.Log.Format }, false},
 	{"fuse_debug", "debug", "log every FUSE request", func(c *Config) any { return &c.FUSEDebug }, true},
+	{"compaction.max_deltas", "", "", func(c *Config) any { return &c.Compaction.MaxDeltas }, true},
+	{"compaction.idle_after", "", "", func(c *Config) any { return &c.Compaction.IdleAfter }, true},
+	{"compaction.shard_pages", "", "", func(c *Config) any { return &c.Compaction.ShardPages }, false},
+	{"compaction.history_retention", "", "", func(c *Config) any { return &c.Compaction.HistoryRetention }, true},
+	{"compaction.defrag", "", "", func(c *Config) any { return &c.Compaction.Defrag }, true},
 }
 
 // setField parses s into the field p points to.

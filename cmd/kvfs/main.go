@@ -33,7 +33,7 @@ var errUsage = errors.New("usage")
 func commands() []command {
 	cmds := []command{
 		versionCommand(), etcdCommand(), mountCommand(), lsCommand(), statusCommand(),
-		importCommand(), exportCommand(), verifyCommand(), rmCommand(),
+		importCommand(), exportCommand(), verifyCommand(), rmCommand(), compactCommand(), compactCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvfs/kvfs/compaction"
 	"github.com/kvfs/kvfs/fence"
 	kvfuse "github.com/kvfs/kvfs/fuse"
 	"github.com/kvfs/kvfs/pager"
@@ -91,11 +92,24 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg := newRegistry()
 	opts := sess.pagerOptions()
 	opts.Metrics, opts.Registerer = pager.NewMetrics(reg), reg
+	var worker *compaction.Worker
+	if cfg.Compaction.MaxDeltas > 0 {
+		opts.Backpressure = func(db string, s pager.Stats) time.Duration { return worker.Backpressure(db, s) }
+	}
 	p, err := pager.New(opts)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	copts := cfg.compactionOptions(sess.embedded)
+	copts.Metrics, copts.Logger = compaction.NewMetrics(reg), log
+	worker = compaction.New(sess.store, p, copts)
+	if cfg.Compaction.MaxDeltas > 0 {
+		wctx, stopWorker := context.WithCancel(context.Background())
+		workerDone := make(chan struct{})
+		go func() { defer close(workerDone); worker.Run(wctx) }()
+		defer func() { stopWorker(); <-workerDone }()
+	}
 	owner := sess.owner("")
 	fm := fence.NewManager(sess.store, sess.keys, fence.Options{
 		Owner: owner, TTL: time.Duration(cfg.LeaseTTL), Metrics: fence.NewMetrics(reg), Logger: log,

@@ -34,11 +34,12 @@ present), then KVFS_* environment variables, then flags.`
 
 // session is what a command that reads or writes databases works with.
 type session struct {
-	cfg   Config
-	log   *slog.Logger
-	store *etcdstore.Store
-	keys  etcdstore.Keys
-	close func()
+	cfg      Config
+	log      *slog.Logger
+	store    *etcdstore.Store
+	keys     etcdstore.Keys
+	close    func()
+	embedded bool // the store is an embedded etcd (this process's or a mount's)
 }
 
 // newLogger returns the logger cfg asks for, writing to w.
@@ -179,7 +180,7 @@ func openSession(ctx context.Context, cfg Config, log *slog.Logger) (*session, e
 	}
 	return &session{
 		cfg: cfg, log: log, store: s, keys: etcdstore.NewKeys(cfg.Prefix),
-		close: func() { s.Close(); stop() },
+		close: func() { s.Close(); stop() }, embedded: len(cfg.Etcd.Endpoints) == 0,
 	}, nil
 }
 
