@@ -3,8 +3,6 @@ package tests
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kvfs/kvfs/etcdstore/etcdtest"
 )
 
 // kvfsBinEnv names the environment variable that, when set, holds the path
@@ -49,40 +49,7 @@ func kvfsBinary(t *testing.T) string {
 }
 
 func buildKVFS() (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", errors.New("no go command on PATH")
-	}
-	out, err := exec.Command(goBin, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(out)))
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "kvfs-e2e")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(dir, "build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	built := filepath.Join(tmp, "kvfs")
-	cmd := exec.Command(goBin, "build", "-o", built, "github.com/kvfs/kvfs/cmd/kvfs")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/kvfs: %w\n%s", err, out)
-	}
-	sum := sha256.Sum256([]byte(root))
-	final := filepath.Join(dir, "kvfs-"+hex.EncodeToString(sum[:6]))
-	if err := os.Rename(built, final); err != nil {
-		return "", err
-	}
-	return final, nil
+	return etcdtest.BuildBinary("github.com/kvfs/kvfs/cmd/kvfs", "kvfs")
 }
 
 // kvfsProc is `kvfs mount` running as a child process. The cleanup

@@ -66,10 +66,22 @@ func ServerBinary(tb testing.TB) string {
 
 // buildServer builds the wrapper and returns its path.
 func buildServer() (string, error) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
+	if _, err := exec.LookPath("go"); err != nil {
 		buildSkip = true
 		return "", fmt.Errorf("%s is unset and there is no go command on PATH", BinaryEnv)
+	}
+	return BuildBinary(serverPackage, "etcd-server")
+}
+
+// BuildBinary builds package pkg of the kvfs module (e.g.
+// "github.com/kvfs/kvfs/cmd/kvfs") and returns the binary's path. It builds
+// in a fresh directory under the user cache directory and renames the
+// result to a path keyed by the module root and name, so nothing piles up
+// in /tmp and concurrent test processes never run a half-written file.
+func BuildBinary(pkg, name string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return "", errors.New("no go command on PATH")
 	}
 	out, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil {
@@ -96,13 +108,13 @@ func buildServer() (string, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	built := filepath.Join(tmp, "etcd-server")
-	cmd := exec.Command(goBin, "build", "-o", built, serverPackage)
+	built := filepath.Join(tmp, name)
+	cmd := exec.Command(goBin, "build", "-o", built, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s in %s: %w\n%s", serverPackage, root, err, out)
+		return "", fmt.Errorf("go build %s in %s: %w\n%s", pkg, root, err, out)
 	}
-	final := filepath.Join(dir, "etcd-server-"+hex.EncodeToString(sum[:6]))
+	final := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:6]))
 	if err := os.Rename(built, final); err != nil {
 		return "", err
 	}
