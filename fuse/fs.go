@@ -44,6 +44,14 @@ type Options struct {
 	// another host to hand over the database's write lease before failing
 	// with EAGAIN (default 5 s).
 	HandoffWait time.Duration
+	// LocalLocks leaves POSIX locks to the kernel instead of forwarding
+	// them: reads run at native speed (a forwarded lock costs a FUSE round
+	// trip, four per SQLite statement), but kvfs no longer sees SQLite's
+	// transactions start and end. Fine for one host; with several hosts, a
+	// writer finding the lease taken gets an I/O error instead of
+	// SQLITE_BUSY, and a read transaction may see another host's commit
+	// land in its middle.
+	LocalLocks bool
 	// LockHandoffWait is how long SQLite's RESERVED lock waits for the
 	// lease before EAGAIN, i.e. SQLITE_BUSY: SQLite's busy handler retries
 	// (default 200 ms).
@@ -104,7 +112,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		Debug:                    opts.Debug,
 		DirectMount:              os.Geteuid() == 0,
 		DisableXAttrs:            true,
-		EnableLocks:              true,
+		EnableLocks:              !opts.LocalLocks,
 		MaxWrite:                 1 << 20,
 		MaxBackground:            64,
 		ExplicitDataCacheControl: false,

@@ -60,6 +60,7 @@ type mountOpts struct {
 	Quota       pager.Quota
 	Owner       string
 	HandoffWait time.Duration
+	LocalLocks  bool
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -105,7 +106,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != ""})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, LocalLocks: o.LocalLocks, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != ""})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

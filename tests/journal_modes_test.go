@@ -82,3 +82,19 @@ func firstDiff(got, want string) string {
 	}
 	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
 }
+
+// TestLocalLocksMatchNative runs the workload with locks left to the kernel
+// (kvfs mount --local-locks): same results as a local file.
+func TestLocalLocksMatchNative(t *testing.T) {
+	m := mountKVFS(t, mountOpts{LocalLocks: true})
+	for _, mode := range []string{"delete", "memory"} {
+		sql := workload("pragma journal_mode=" + mode)
+		native := filepath.Join(t.TempDir(), "native.db")
+		if got, want := mustSQL(t, m.Path(mode+".db"), sql), mustSQL(t, native, sql); got != want {
+			t.Fatalf("%s: kvfs output %q, native %q", mode, got, want)
+		}
+		if kv, dump := mustSQL(t, m.Path(mode+".db"), ".dump"), mustSQL(t, native, ".dump"); kv != dump {
+			t.Fatalf("%s: .dump differs: %s", mode, firstDiff(kv, dump))
+		}
+	}
+}

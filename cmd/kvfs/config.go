@@ -60,6 +60,12 @@ type Config struct {
 	// AllowOther lets users other than the one running kvfs use the mount
 	// (needs user_allow_other in /etc/fuse.conf when not root).
 	AllowOther bool `yaml:"allow_other"`
+	// LocalLocks leaves SQLite's file locks to the kernel instead of
+	// forwarding them to kvfs: point reads at native speed instead of one
+	// FUSE round trip per lock call, but for one host only — with several
+	// hosts writing, a writer gets an I/O error instead of SQLITE_BUSY and
+	// a reader may see another host's commit mid-transaction.
+	LocalLocks bool `yaml:"local_locks"`
 	// ReadOnly refuses every write through the mount with EROFS.
 	ReadOnly bool `yaml:"read_only"`
 	// ShutdownTimeout bounds the unmount on SIGTERM/SIGINT: in-flight
@@ -436,6 +442,7 @@ var settings = []setting{
 	{"quota.max_pages", "quota-pages", "default quota: pages of each database (0 unlimited)", func(c *Config) any { return &c.Quota.MaxPages }, false},
 	{"metrics_addr", "metrics-addr", "HOST:PORT serving /metrics and /healthz (\"\" disables)", func(c *Config) any { return &c.MetricsAddr }, true},
 	{"allow_other", "allow-other", "let other users access the mount", func(c *Config) any { return &c.AllowOther }, true},
+	{"local_locks", "local-locks", "leave file locks to the kernel: native read speed, single-host semantics (see kvfs.yaml)", func(c *Config) any { return &c.LocalLocks }, true},
 	{"read_only", "read-only", "refuse every write through the mount", func(c *Config) any { return &c.ReadOnly }, true},
 	{"shutdown_timeout", "shutdown-timeout", "how long SIGTERM waits for in-flight operations before exiting anyway", func(c *Config) any { return &c.ShutdownTimeout }, true},
 	{"log.level", "log-level", "log level: debug, info, warn, error", func(c *Config) any { return &c.Log.Level }, false},

@@ -134,7 +134,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	m, err := kvfuse.Mount(mnt, kvfuse.Options{
-		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
+		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther, LocalLocks: cfg.LocalLocks,
 		Debug: cfg.FUSEDebug, Logger: log,
 	})
 	if err != nil {
