@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -132,8 +133,14 @@ func (d *dbNode) open(ctx context.Context, flags uint32, created bool) (fs.FileH
 	return h, gofuse.FOPEN_KEEP_CACHE, 0
 }
 
+// testHookRead, set by tests, runs at the start of every database read.
+var testHookRead atomic.Pointer[func()]
+
 func (d *dbNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
 	defer d.fsys.recoverErrno("read", &errno)
+	if hook := testHookRead.Load(); hook != nil {
+		(*hook)()
+	}
 	n, err := d.readAt(ctx, dest, off)
 	if err != nil && err != io.EOF {
 		return nil, d.fsys.errno("read", d.name, err)
