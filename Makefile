@@ -9,7 +9,8 @@
 #   make bench-go          Go micro-benchmarks (ltx, etcdstore, pager); results in bench-out/
 #
 # Integration-tier tests have "Cluster" or "Integration" in their names and
-# skip unless KVFS_INTEGRATION=1.
+# skip unless KVFS_INTEGRATION=1; TestSustainedLoad runs a short load in
+# `make test` and 20,000 commits in the integration tier.
 
 SHELL        := /bin/bash
 export PATH  := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
@@ -65,7 +66,7 @@ test-race: $(BIN)/etcd-server
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(CORE_PKGS)
 
 test-integration: deps sweep $(BIN)/etcd-server
-	KVFS_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -run 'Cluster|Integration' -v ./... 2>&1 | \
+	KVFS_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -run 'Cluster|Integration|TestSustainedLoad' -v ./... 2>&1 | \
 		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|seed|_test.go' ; exit $${PIPESTATUS[0]}
 
 bench: deps sweep build
