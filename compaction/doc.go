@@ -12,15 +12,15 @@
 //
 // A database this host holds the write lease for is folded when it has
 // MaxDeltas or more deltas outstanding (page index rows), or any at all
-// after IdleAfter without a commit. Above 4×MaxDeltas, Backpressure delays
+// after IdleAfter without a commit. Above 16×MaxDeltas, Backpressure delays
 // each commit a little, so a sustained write load cannot outrun folding
 // until etcd runs out of space.
 //
 // # etcd history
 //
-// Every Interval the worker samples etcd's revision; it compacts history
-// up to the revision sampled HistoryRetention ago, and, when Defrag is set
-// (the embedded server), defragments a member once more than DefragMinBytes
-// of its backend is free. Defragmenting blocks a member while it runs, so it
+// Four times per HistoryRetention the worker samples etcd's revision; it
+// compacts history up to the revision sampled HistoryRetention ago, and,
+// when Defrag is set (the embedded server), defragments a member once more
+// than DefragMinBytes, and a quarter, of its backend is free. Defragmenting blocks a member while it runs, so it
 // is off for external clusters unless asked for.
 package compaction

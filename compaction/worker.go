@@ -91,18 +91,38 @@ func New(store *etcdstore.Store, p *pager.Pager, opts Options) *Worker {
 }
 
 // Backpressure is a pager.Options.Backpressure policy: no delay up to
-// 4×MaxDeltas deltas outstanding, then a delay growing with the backlog,
-// at most 100 ms a commit.
+// 16×MaxDeltas deltas outstanding (compaction normally keeps them under
+// 2×), then 1 ms per MaxDeltas more, at most 100 ms a commit: a write load
+// that outruns folding slows down long before etcd's space is at risk.
 func (w *Worker) Backpressure(db string, s pager.Stats) time.Duration {
-	over := s.Rows - 4*w.opts.MaxDeltas
+	over := s.Rows - 16*w.opts.MaxDeltas
 	if over <= 0 {
 		return 0
 	}
-	return min(time.Duration(over)*time.Millisecond, 100*time.Millisecond)
+	return min(time.Duration(1+over/w.opts.MaxDeltas)*time.Millisecond, 100*time.Millisecond)
 }
 
-// Run compacts until ctx ends.
+// Run compacts until ctx ends. etcd history compaction runs in a goroutine
+// of its own: it can take etcd a while, and folding must not wait for it.
 func (w *Worker) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if r := w.opts.HistoryRetention; r > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(max(w.opts.Interval, r/4))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					w.history(ctx)
+				}
+			}
+		}()
+	}
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
 	for {
@@ -118,9 +138,6 @@ func (w *Worker) Run(ctx context.Context) {
 			if w.due(db) {
 				w.CompactNow(ctx, db)
 			}
-		}
-		if w.opts.HistoryRetention > 0 {
-			w.history(ctx)
 		}
 	}
 }
@@ -185,7 +202,9 @@ func (w *Worker) history(ctx context.Context) {
 		return
 	}
 	for _, m := range st {
-		if m.DBSize-m.DBSizeInUse >= w.opts.DefragMinBytes {
+		// Defragment when the free space is both large and a good share of
+		// the file: it blocks the member while it copies the live data.
+		if free := m.DBSize - m.DBSizeInUse; free >= w.opts.DefragMinBytes && free >= m.DBSize/4 {
 			dctx, cancel := context.WithTimeout(ctx, time.Minute)
 			err := w.store.Defragment(dctx, m.Endpoint)
 			cancel()
@@ -194,7 +213,7 @@ func (w *Worker) history(ctx context.Context) {
 				continue
 			}
 			w.opts.Metrics.defragmented()
-			w.opts.Logger.Info("etcd defragmented", "endpoint", m.Endpoint, "reclaimed", m.DBSize-m.DBSizeInUse)
+			w.opts.Logger.Info("etcd defragmented", "endpoint", m.Endpoint, "reclaimed", free)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -156,7 +157,7 @@ func TestSustainedLoad(t *testing.T) {
 		commits = 20000
 	}
 	r := newRig(t)
-	opts := Options{Interval: 20 * time.Millisecond, MaxDeltas: 32, HistoryRetention: time.Second, Defrag: true, DefragMinBytes: 4 << 20}
+	opts := Options{Interval: 20 * time.Millisecond, MaxDeltas: 64, HistoryRetention: 4 * time.Second, Defrag: true, DefragMinBytes: 4 << 20}
 
 	// Baseline: the same load without compaction, on another database.
 	_, base := r.writer("base.db", pager.Options{})
@@ -164,6 +165,7 @@ func TestSustainedLoad(t *testing.T) {
 
 	var w *Worker
 	p, db := r.writer("load.db", pager.Options{Backpressure: func(name string, s pager.Stats) time.Duration { return w.Backpressure(name, s) }})
+	opts.Logger = testLogger(t)
 	w = New(r.store, p, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -201,7 +203,7 @@ func TestSustainedLoad(t *testing.T) {
 	rate := float64(commits) / loadTime.Seconds()
 	t.Logf("%d commits: %.0f/s with compaction, %.0f/s without (%.0f%%); max deltas outstanding %d (threshold %d); etcd size before %d KiB, max during %d KiB, after %d KiB; usage %d KiB of %d KiB committed",
 		commits, rate, baseRate, 100*rate/baseRate, maxRows, opts.MaxDeltas, before>>10, maxSize>>10, after>>10, db.Stats().Usage>>10, db.Stats().Head.UsedBytes>>10)
-	if maxRows > 8*opts.MaxDeltas {
+	if maxRows > 2*opts.MaxDeltas {
 		t.Errorf("deltas outstanding reached %d with a threshold of %d", maxRows, opts.MaxDeltas)
 	}
 	if db.Stats().Usage > db.Stats().Head.UsedBytes/4 {
@@ -245,9 +247,21 @@ func TestBackpressure(t *testing.T) {
 	for _, c := range []struct {
 		rows int
 		want time.Duration
-	}{{0, 0}, {40, 0}, {45, 5 * time.Millisecond}, {1000, 100 * time.Millisecond}} {
+	}{{0, 0}, {160, 0}, {161, time.Millisecond}, {185, 3 * time.Millisecond}, {10000, 100 * time.Millisecond}} {
 		if got := w.Backpressure("x", pager.Stats{Rows: c.rows}); got != c.want {
 			t.Errorf("rows %d: %v, want %v", c.rows, got, c.want)
 		}
 	}
 }
+
+// testLogger logs through t when KVFS_COMPACTION_LOG is set.
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("KVFS_COMPACTION_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

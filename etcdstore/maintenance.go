@@ -82,7 +82,7 @@ func (s *Store) DisarmAll(ctx context.Context) error {
 func (s *Store) Compact(ctx context.Context, rev int64) error {
 	cctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	if _, err := s.cli.Compact(cctx, rev, clientv3.WithCompactPhysical()); err != nil {
+	if _, err := s.cli.Compact(cctx, rev); err != nil {
 		return classify(fmt.Sprintf("compact %d", rev), ctx, cctx, s.timeout, rev, err)
 	}
 	return nil
