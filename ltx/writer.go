@@ -2,6 +2,7 @@ package ltx
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -31,8 +32,12 @@ type Writer struct {
 
 // NewWriter validates hdr and writes the blob header to w. Errors match
 // ErrInvalid when hdr breaks a rule in the package documentation; other
-// errors come from w. Output to w is buffered; Close flushes it.
+// errors come from w. Output to w is buffered (except to a bytes.Buffer,
+// which needs none); Close flushes it.
 func NewWriter(w io.Writer, hdr Header) (*Writer, error) {
+	if b, ok := w.(*bytes.Buffer); ok {
+		return newWriter(b, hdr)
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	wr, err := newWriter(bw, hdr)
 	if err != nil {
