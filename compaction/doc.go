@@ -11,8 +11,9 @@
 // # When a database is compacted
 //
 // A database this host holds the write lease for is folded when it has
-// MaxDeltas or more deltas outstanding (page index rows), or any at all
-// after IdleAfter without a commit. Above 16×MaxDeltas, Backpressure delays
+// MaxDeltas or more deltas outstanding (page index rows), when they take
+// MaxDeltaBytes or more, or when any are left after IdleAfter without a
+// commit. Above 16×MaxDeltas, Backpressure delays
 // each commit a little, so a sustained write load cannot outrun folding
 // until etcd runs out of space.
 //

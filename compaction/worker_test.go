@@ -265,3 +265,23 @@ func testLogger(t *testing.T) *slog.Logger {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func TestDue(t *testing.T) {
+	w := New(nil, nil, Options{MaxDeltas: 10, MaxDeltaBytes: 1000, IdleAfter: time.Hour})
+	now := time.Now().UnixMilli()
+	for _, c := range []struct {
+		s    pager.Stats
+		want bool
+	}{
+		{pager.Stats{Writable: true, Rows: 3, Usage: 500, Head: pager.Head{TXID: 9, Timestamp: now}}, false},
+		{pager.Stats{Writable: true, Rows: 10, Usage: 500, Head: pager.Head{TXID: 9, Timestamp: now}}, true},
+		{pager.Stats{Writable: true, Rows: 2, Usage: 1500, ShardBytes: 400, Head: pager.Head{TXID: 9, Timestamp: now}}, true},
+		{pager.Stats{Writable: true, Rows: 2, Usage: 1500, ShardBytes: 600, Head: pager.Head{TXID: 9, Timestamp: now}}, false},
+		{pager.Stats{Writable: true, Rows: 1, Usage: 10, Folded: 3, Head: pager.Head{TXID: 9, Timestamp: now - 2*3600*1000}}, true},
+		{pager.Stats{Writable: false, Rows: 100, Usage: 10000, Head: pager.Head{TXID: 9}}, false},
+	} {
+		if got := w.dueStats(c.s); got != c.want {
+			t.Errorf("%+v: due %v, want %v", c.s, got, c.want)
+		}
+	}
+}

@@ -85,6 +85,9 @@ type CompactionConfig struct {
 	// MaxDeltas folds a database once this many commits are not yet in
 	// shards; 0 disables background compaction (kvfs compact still works).
 	MaxDeltas int64 `yaml:"max_deltas"`
+	// MaxDeltaBytes folds a database once its unfolded commits take this
+	// many bytes.
+	MaxDeltaBytes ByteSize `yaml:"max_delta_bytes"`
 	// IdleAfter folds any unfolded commits of a database idle this long.
 	IdleAfter Duration `yaml:"idle_after"`
 	// ShardPages is the shard size of a database's first compaction.
@@ -188,7 +191,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Compaction: CompactionConfig{
-			MaxDeltas: 64, IdleAfter: Duration(10 * time.Second), ShardPages: 1024,
+			MaxDeltas: 64, MaxDeltaBytes: 32 << 20, IdleAfter: Duration(10 * time.Second), ShardPages: 1024,
 			HistoryRetention: Duration(10 * time.Minute), Defrag: "auto",
 		},
 	}
@@ -310,7 +313,7 @@ func (c Config) Validate() error {
 func (c Config) compactionOptions(embedded bool) compaction.Options {
 	cc := c.Compaction
 	return compaction.Options{
-		MaxDeltas: int(cc.MaxDeltas), IdleAfter: time.Duration(cc.IdleAfter), ShardPages: uint32(cc.ShardPages),
+		MaxDeltas: int(cc.MaxDeltas), MaxDeltaBytes: int64(cc.MaxDeltaBytes), IdleAfter: time.Duration(cc.IdleAfter), ShardPages: uint32(cc.ShardPages),
 		HistoryRetention: time.Duration(cc.HistoryRetention),
 		Defrag:           cc.Defrag == "always" || (cc.Defrag == "auto" && embedded),
 	}
@@ -449,6 +452,7 @@ var settings = []setting{
 	{"log.format", "log-format", "log format: text or json", func(c *Config) any { return &c.Log.Format }, false},
 	{"fuse_debug", "debug", "log every FUSE request", func(c *Config) any { return &c.FUSEDebug }, true},
 	{"compaction.max_deltas", "", "", func(c *Config) any { return &c.Compaction.MaxDeltas }, true},
+	{"compaction.max_delta_bytes", "", "", func(c *Config) any { return &c.Compaction.MaxDeltaBytes }, true},
 	{"compaction.idle_after", "", "", func(c *Config) any { return &c.Compaction.IdleAfter }, true},
 	{"compaction.shard_pages", "", "", func(c *Config) any { return &c.Compaction.ShardPages }, false},
 	{"compaction.history_retention", "", "", func(c *Config) any { return &c.Compaction.HistoryRetention }, true},

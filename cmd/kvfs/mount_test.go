@@ -68,7 +68,8 @@ type kvfsProcess struct {
 func startMount(t *testing.T, mnt string, args ...string) *kvfsProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append(append([]string{"mount"}, args...), mnt)...)
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	// Compact after two commits, so a short test sees compaction run.
+	cmd.Env = append(os.Environ(), runMainEnv+"=1", "KVFS_COMPACTION_MAX_DELTAS=2")
 	p := &kvfsProcess{t: t, cmd: cmd, mnt: mnt, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
 	if err := cmd.Start(); err != nil {
@@ -255,6 +256,12 @@ func TestMount(t *testing.T) {
 		t.Fatalf("healthz: %d %q", status, body)
 	}
 	_, body = httpGet(t, "http://"+addr+"/metrics")
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if v, found := metricSum(body, "kvfs_compaction_runs_total", `result="ok"`); found && v >= 1 {
+			break
+		}
+		_, body = httpGet(t, "http://"+addr+"/metrics")
+	}
 	checks := []struct {
 		name   string
 		labels []string
@@ -266,6 +273,9 @@ func TestMount(t *testing.T) {
 		{"kvfs_pager_commit_seconds_count", nil, func(v float64) bool { return v >= 1 }},
 		{"kvfs_pager_pages_read_total", nil, func(v float64) bool { return v >= 1 }},
 		{"kvfs_fence_acquisitions_total", nil, func(v float64) bool { return v >= 1 }},
+		{"kvfs_compaction_runs_total", []string{`result="ok"`}, func(v float64) bool { return v >= 1 }},
+		{"kvfs_compaction_deltas_outstanding", []string{`db="app.db"`}, func(v float64) bool { return v < 2 }},
+		{"kvfs_compaction_reclaimed_bytes_total", nil, func(v float64) bool { return v > 0 }},
 		{"kvfs_quota_used_bytes", []string{`db="app.db"`}, func(v float64) bool { return v > 100e3 && v < 100<<20 }},
 		{"kvfs_quota_max_bytes", []string{`db="app.db"`}, func(v float64) bool { return v == 100<<20 }},
 		{"kvfs_db_txid", []string{`db="app.db"`}, func(v float64) bool { return v == 3 }},
