@@ -20,16 +20,22 @@
 // close. With journal_mode=OFF and synchronous=OFF SQLite gives no signal
 // before close: a transaction becomes durable when the connection closes.
 //
+// # Locks
+//
+// POSIX locks are forwarded to kvfs (unless Options.LocalLocks): a lock
+// table per database gives local processes a local file's semantics; a write
+// lock on SQLite's RESERVED byte needs this host's write lease (EAGAIN, that
+// is SQLITE_BUSY, while another host holds it, which is asked to hand it
+// over); the first SHARED lock after none pins the host's read view and drops
+// the kernel's cached pages if another host committed since. Each forwarded
+// lock call is a FUSE round trip.
+//
 // # Not yet
 //
 // WAL: a header write switching a database to WAL is refused with EINVAL;
 // SQLite reports an I/O error and the database stays in rollback mode.
 // Multi-database transactions (ATTACH) commit each database at its own
-// journal's invalidation, not atomically across databases. POSIX locks are
-// arbitrated by the kernel on each host, not forwarded: two hosts writing
-// one database get EAGAIN (SQLITE_IOERR) on the write that finds the lease
-// taken, rather than SQLITE_BUSY, and a read transaction on one host may see
-// another host's commit land mid-transaction.
+// journal's invalidation, not atomically across databases.
 //
 // Rename returns EXDEV (mv copies and deletes instead).
 package fuse
