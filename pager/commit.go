@@ -175,6 +175,7 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		// Stream the spooled delta's chunks into staged transactions.
 		n, err := tx.stageSpool(ctx, cmps, deltaKey, spool, size, chunkSize)
 		if err != nil {
+			db.setOrphanRisk(true)
 			return CommitInfo{}, err
 		}
 		info.Txns += n
@@ -184,16 +185,30 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		}
 		stage = append(stage, ops...)
 	} else if blob != nil {
+		// ChunkOps ends with a delete of chunks beyond the new count, left
+		// by an unfinished staged commit of this txid. Only a staged commit
+		// of this host that failed can have left such orphans (takeover
+		// deletes any other writer's), so the deletes are sent only then:
+		// each is a range scan in etcd on every commit otherwise.
+		db.mu.Lock()
+		risk := db.orphanRisk
+		db.mu.Unlock()
+		trim := func(ops []etcdstore.Op) []etcdstore.Op {
+			if risk {
+				return ops
+			}
+			return ops[:len(ops)-1]
+		}
 		ops, err := etcdstore.ChunkOps(deltaKey, blob, chunkSize)
 		if err != nil {
 			return CommitInfo{}, err
 		}
-		stage = append(stage, ops...)
+		stage = append(stage, trim(ops)...)
 		ops, err = etcdstore.ChunkOps(rowKey, row, limits.ChunkSize(len(rowKey)+5)-reserveBytes)
 		if err != nil {
 			return CommitInfo{}, err
 		}
-		stage = append(stage, ops...)
+		stage = append(stage, trim(ops)...)
 	} else {
 		// No delta: make sure no orphan of an unfinished commit with this
 		// txid becomes visible with the head.
@@ -223,6 +238,7 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 				testHookStaged(i)
 			}
 			if _, err := db.p.store.Txn(ctx, cmps, b); err != nil {
+				db.setOrphanRisk(true)
 				return CommitInfo{}, tx.commitFailed(ctx, err, nil, head)
 			}
 			info.Txns++
@@ -280,6 +296,14 @@ func (tx *Tx) stageSpool(ctx context.Context, cmps []etcdstore.Cmp, base string,
 	return txns, send()
 }
 
+// setOrphanRisk records whether a failed staged commit may have left
+// chunks of the next txid behind.
+func (db *Database) setOrphanRisk(v bool) {
+	db.mu.Lock()
+	db.orphanRisk = v
+	db.mu.Unlock()
+}
+
 // landed publishes a commit in this host's state.
 func (tx *Tx) landed(head Head, rev int64, pgnos []uint32, blob []byte) {
 	db := tx.db
@@ -297,6 +321,7 @@ func (tx *Tx) landed(head Head, rev int64, pgnos []uint32, blob []byte) {
 		db.head, db.headRev = head, rev
 		db.viewRev = max(db.viewRev, rev)
 	}
+	db.orphanRisk = false // this commit overwrote or deleted them
 	db.mu.Unlock()
 }
 

@@ -28,10 +28,13 @@ type Database struct {
 	idx     *pageIndex
 	pinRevs map[int64]int // open snapshots by revision
 	prune   bool          // the index holds removals to forget
-	fence   Fence
-	tx      *Tx
-	stale   bool // state may be behind etcd: reload before the next use
-	removed bool
+	// orphanRisk: a staged commit of this host failed, so chunks of the
+	// next txid may exist; the next commit deletes them.
+	orphanRisk bool
+	fence      Fence
+	tx         *Tx
+	stale      bool // state may be behind etcd: reload before the next use
+	removed    bool
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
