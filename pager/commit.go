@@ -120,6 +120,8 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			spool, bw = f, bufio.NewWriterSize(f, 1<<20)
 			out = bw
 		} else {
+			// Pages compress; about half a page each is a fair first size.
+			buf.Grow(256 + len(pgnos)*(int(ps)/2+32))
 			out = &buf
 		}
 		w, err := ltx.NewWriter(out, ltx.Header{

@@ -166,7 +166,7 @@ func (tx *Tx) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if end > int64(^uint32(0))*ps {
 		return 0, fmt.Errorf("write at %d: beyond the largest database: %w", off, ErrInvalidWrite)
 	}
-	page := make([]byte, ps)
+	var page []byte // for partial pages only: whole ones go in as they are
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
@@ -176,13 +176,18 @@ func (tx *Tx) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		if k > int(ps)-in {
 			k = int(ps) - in
 		}
+		data := p[n : n+k]
 		if k < int(ps) {
+			if page == nil {
+				page = make([]byte, ps)
+			}
 			if err := tx.readPageLocked(ctx, pgno, page); err != nil {
 				return n, err
 			}
+			copy(page[in:], data)
+			data = page
 		}
-		copy(page[in:], p[n:n+k])
-		if err := tx.putPage(ctx, pgno, page); err != nil {
+		if err := tx.putPage(ctx, pgno, data); err != nil {
 			return n, err
 		}
 		n += k
