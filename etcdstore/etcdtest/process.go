@@ -180,7 +180,43 @@ func (p *Process) signalPause(sig syscall.Signal, paused bool) error {
 		return fmt.Errorf("etcd %s: %v: %w", p.Name, sig, err)
 	}
 	p.paused = paused
+	if paused {
+		// SIGSTOP is asynchronous: wait until every thread has stopped, or
+		// a request already on its way can still be answered.
+		return waitStopped(p.cmd.Process.Pid, 2*time.Second)
+	}
 	return nil
+}
+
+// waitStopped waits until every thread of pid is in the stopped state
+// (/proc/PID/task/*/stat state T).
+func waitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return nil // not Linux, or the process is gone: nothing to wait for
+		}
+		stopped := true
+		for _, t := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+			if err != nil {
+				continue
+			}
+			// The state follows the parenthesised command name.
+			if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] != 'T' && b[i+2] != 't' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d: not stopped within %v", pid, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // Restart stops the member if it is running (as Stop does), starts it again
