@@ -569,14 +569,14 @@ func (db *Database) readPage(ctx context.Context, v view, pgno uint32, dst []byt
 	pk := pageKey{v.inc, bk.txid, pgno}
 	if b, ok := db.p.pages.get(pk); ok {
 		copy(dst, b)
-		db.p.metrics.pageRead("cache")
+		db.p.metrics.pageRead(fromCache)
 		return nil
 	}
-	source := "delta"
 	if bk.shard {
-		source = "shard"
+		db.p.metrics.pageRead(fromShard)
+	} else {
+		db.p.metrics.pageRead(fromDelta)
 	}
-	db.p.metrics.pageRead(source)
 	blob, ok := db.p.blobs.get(bk)
 	if !ok {
 		var err error

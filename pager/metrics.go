@@ -13,7 +13,21 @@ type Metrics struct {
 	commitTime  *prometheus.HistogramVec
 	commitBytes *prometheus.CounterVec
 	pagesRead   *prometheus.CounterVec
+	// reads holds pagesRead's children by readSource, resolved once:
+	// pageRead runs on every page read.
+	reads [3]prometheus.Counter
 }
+
+// readSource is where the pager found a page.
+type readSource int
+
+const (
+	fromCache readSource = iota
+	fromDelta
+	fromShard
+)
+
+var readSourceNames = [...]string{"cache", "delta", "shard"}
 
 // NewMetrics registers the pager's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -37,6 +51,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"source"}),
 	}
 	reg.MustRegister(m.commits, m.commitTime, m.commitBytes, m.pagesRead)
+	for i, name := range readSourceNames {
+		m.reads[i] = m.pagesRead.WithLabelValues(name)
+	}
 	return m
 }
 
@@ -95,9 +112,9 @@ func (m *Metrics) commit(db string, info CommitInfo, seconds float64, err error)
 	}
 }
 
-func (m *Metrics) pageRead(source string) {
-	if m == nil {
-		return
+// pageRead counts a page served from the page cache, a delta or a shard.
+func (m *Metrics) pageRead(s readSource) {
+	if m != nil {
+		m.reads[s].Inc()
 	}
-	m.pagesRead.WithLabelValues(source).Inc()
 }
