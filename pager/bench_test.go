@@ -366,13 +366,12 @@ func buildReadDB(spool string, keys etcdstore.Keys) error {
 	return nil
 }
 
-// coldRead opens the read database on a fresh Pager (empty caches) over a
-// counting store and calls fn with a snapshot of it.
-func coldRead(b *testing.B, s *etcdstore.Store, keys etcdstore.Keys, fn func(*Snapshot)) (roundTrips int64) {
+// readSnapshot opens the read database on a fresh Pager over store and
+// calls fn with the Pager and a snapshot of the database.
+func readSnapshot(b *testing.B, store Store, keys etcdstore.Keys, fn func(*Pager, *Snapshot)) {
 	b.Helper()
 	ctx := context.Background()
-	cs := &countingStore{Store: s}
-	p, err := New(Options{Store: cs, Keys: keys})
+	p, err := New(Options{Store: store, Keys: keys})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -387,7 +386,15 @@ func coldRead(b *testing.B, s *etcdstore.Store, keys etcdstore.Keys, fn func(*Sn
 		b.Fatal(err)
 	}
 	defer snap.Close()
-	fn(snap)
+	fn(p, snap)
+}
+
+// coldRead opens the read database on a fresh Pager (empty caches) over a
+// counting store and calls fn with a snapshot of it.
+func coldRead(b *testing.B, s *etcdstore.Store, keys etcdstore.Keys, fn func(*Snapshot)) (roundTrips int64) {
+	b.Helper()
+	cs := &countingStore{Store: s}
+	readSnapshot(b, cs, keys, func(_ *Pager, snap *Snapshot) { fn(snap) })
 	return cs.roundTrips()
 }
 
@@ -438,43 +445,29 @@ func BenchmarkColdRandomRead(b *testing.B) {
 // page.
 func BenchmarkHotRead(b *testing.B) {
 	keys := benchReadDB(b)
-	s := openBenchStore(b)
-	ctx := context.Background()
-	p, err := New(Options{Store: s, Keys: keys})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	db, err := p.Open(ctx, readDBName)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	snap, err := db.Snapshot(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer snap.Close()
-	// A working set of 1,000 pages, warmed.
-	const hot = 1000
-	buf := make([]byte, benchPageSize)
-	for pg := uint32(1); pg <= hot; pg++ {
-		if err := snap.ReadPage(ctx, pg, buf); err != nil {
-			b.Fatal(err)
+	readSnapshot(b, openBenchStore(b), keys, func(p *Pager, snap *Snapshot) {
+		ctx := context.Background()
+		// A working set of 1,000 pages, warmed.
+		const hot = 1000
+		buf := make([]byte, benchPageSize)
+		for pg := uint32(1); pg <= hot; pg++ {
+			if err := snap.ReadPage(ctx, pg, buf); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	before := p.Stats()
-	b.SetBytes(benchPageSize)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := snap.ReadPage(ctx, uint32(i%hot)+1, buf); err != nil {
-			b.Fatal(err)
+		before := p.Stats()
+		b.SetBytes(benchPageSize)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := snap.ReadPage(ctx, uint32(i%hot)+1, buf); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	b.StopTimer()
-	if st := p.Stats(); st.PageCacheMisses != before.PageCacheMisses {
-		b.Fatalf("%d page cache misses while hot", st.PageCacheMisses-before.PageCacheMisses)
-	}
+		b.StopTimer()
+		if st := p.Stats(); st.PageCacheMisses != before.PageCacheMisses {
+			b.Fatalf("%d page cache misses while hot", st.PageCacheMisses-before.PageCacheMisses)
+		}
+	})
 }
 
 // BenchmarkColdScan reads every page of the 10,000-page database in order

@@ -1,33 +1,8 @@
 package pager
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
-
-	"github.com/kvfs/kvfs/etcdstore"
 )
-
-// roundTripStore counts read round trips.
-type roundTripStore struct {
-	Store
-	reads atomic.Int64
-}
-
-func (c *roundTripStore) Get(ctx context.Context, key string, rev int64) (*etcdstore.KeyValue, int64, error) {
-	c.reads.Add(1)
-	return c.Store.Get(ctx, key, rev)
-}
-
-func (c *roundTripStore) GetChunk(ctx context.Context, base string, i int, rev int64) (etcdstore.ChunkInfo, []byte, error) {
-	c.reads.Add(1)
-	return c.Store.GetChunk(ctx, base, i, rev)
-}
-
-func (c *roundTripStore) GetMany(ctx context.Context, keys []string, rev int64) ([]*etcdstore.KeyValue, error) {
-	c.reads.Add(1)
-	return c.Store.GetMany(ctx, keys, rev)
-}
 
 func TestPreloadOnOpen(t *testing.T) {
 	e := newEnv(t, Options{})
@@ -41,14 +16,14 @@ func TestPreloadOnOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cs := &roundTripStore{Store: e.store}
+	cs := &countingStore{Store: e.store}
 	p := e.pager(Options{Store: cs, Preload: []PageRange{{First: 40, Last: 60}}})
 	other, err := p.Open(ctx, "p.db")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	opened := cs.reads.Load()
+	opened := cs.roundTrips()
 	snap, _ := other.Snapshot(ctx)
 	defer snap.Close()
 	buf := make([]byte, 4096)
@@ -57,11 +32,11 @@ func TestPreloadOnOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := cs.reads.Load() - opened; got != 0 {
+	if got := cs.roundTrips() - opened; got != 0 {
 		t.Fatalf("reading preloaded pages took %d round trips, want 0", got)
 	}
 	// A page not preloaded costs a round trip.
-	if err := snap.ReadPage(ctx, 20, buf); err != nil || cs.reads.Load() == opened {
-		t.Fatalf("page 20: %v, reads %d", err, cs.reads.Load()-opened)
+	if err := snap.ReadPage(ctx, 20, buf); err != nil || cs.roundTrips() == opened {
+		t.Fatalf("page 20: %v, reads %d", err, cs.roundTrips()-opened)
 	}
 }
