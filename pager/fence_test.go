@@ -153,6 +153,27 @@ func (h *host) acquire(ctx context.Context, db *Database, cl *cleanups) (*fence.
 	return l, nil
 }
 
+// lead has h create name, open it, take its write lease and commit pages
+// initial pages: the setup of a host that writes first.
+func (h *host) lead(ctx context.Context, name string, pages int, cl *cleanups) (*Database, *fence.Lease, *fileModel, error) {
+	if err := h.p.Create(ctx, name); err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := h.open(ctx, name, cl)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	l, err := h.acquire(ctx, db, cl)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	model := &fileModel{}
+	if _, err := initialChange(pages, 1).commit(ctx, db, model); err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", h.name, err)
+	}
+	return db, l, model, nil
+}
+
 // acquireWhenFree retries Acquire while the lease of generation holder is
 // held (its holder is frozen and etcd has not expired it yet), for up to
 // within.
@@ -802,20 +823,9 @@ func (tr staleTrial) run(ctx context.Context, cfg etcdstore.Config, keys etcdsto
 	}
 
 	// A creates the database and commits.
-	if err := a.p.Create(ctx, tr.name); err != nil {
-		return res, err
-	}
-	dbA, err := a.open(ctx, tr.name, cl)
+	dbA, la, model, err := a.lead(ctx, tr.name, 30, cl)
 	if err != nil {
 		return res, err
-	}
-	la, err := a.acquire(ctx, dbA, cl)
-	if err != nil {
-		return res, err
-	}
-	model := &fileModel{}
-	if _, err := initialChange(30, 1).commit(ctx, dbA, model); err != nil {
-		return res, fmt.Errorf("A: %w", err)
 	}
 	for i := 0; i < 2; i++ {
 		if _, err := randomChange(rng, model).commit(ctx, dbA, model); err != nil {
@@ -995,22 +1005,11 @@ func TestFenceCrashMidStagedCommit(t *testing.T) {
 			a := mustHost(t, e.keys, "host-a", cl)
 			b := mustHost(t, e.keys, "host-b", cl)
 			const name = "crash.db"
-			if err := a.p.Create(ctx, name); err != nil {
-				t.Fatal(err)
-			}
-			dbA, err := a.open(ctx, name, cl)
+			dbA, la, model, err := a.lead(ctx, name, 40, cl)
 			if err != nil {
 				t.Fatal(err)
 			}
-			la, err := a.acquire(ctx, dbA, cl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			model := &fileModel{}
 			rng := rand.New(rand.NewSource(2))
-			if _, err := initialChange(40, 1).commit(ctx, dbA, model); err != nil {
-				t.Fatal(err)
-			}
 			if _, err := randomChange(rng, model).commit(ctx, dbA, model); err != nil {
 				t.Fatal(err)
 			}
@@ -1097,19 +1096,8 @@ func TestFenceFollowerAfterOrphanCleanup(t *testing.T) {
 	b := mustHost(t, e.keys, "host-b", cl)
 	c := mustHost(t, e.keys, "host-c", cl)
 	const name = "follow.db"
-	if err := a.p.Create(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	dbA, err := a.open(ctx, name, cl)
+	dbA, la, model, err := a.lead(ctx, name, 30, cl)
 	if err != nil {
-		t.Fatal(err)
-	}
-	la, err := a.acquire(ctx, dbA, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	model := &fileModel{}
-	if _, err := initialChange(30, 1).commit(ctx, dbA, model); err != nil {
 		t.Fatal(err)
 	}
 	dbB, err := b.open(ctx, name, cl)
