@@ -87,15 +87,27 @@ func (t *lockTable) holds(owner uint64, start, end uint64, typ uint32) bool {
 	return false
 }
 
-// sharedOwners counts owners holding a lock in SQLite's SHARED range.
+// sharedOwners counts owners holding a lock in SQLite's SHARED range. It
+// runs on every lock call: the table is small, so it counts without
+// allocating.
 func (t *lockTable) sharedOwners() int {
-	seen := map[uint64]bool{}
-	for _, h := range t.locks {
-		if overlaps(h.start, h.end, sharedFirst, sharedFirst+sharedSize-1) {
-			seen[h.owner] = true
+	n := 0
+	for i, h := range t.locks {
+		if !overlaps(h.start, h.end, sharedFirst, sharedFirst+sharedSize-1) {
+			continue
+		}
+		counted := false
+		for _, e := range t.locks[:i] {
+			if e.owner == h.owner && overlaps(e.start, e.end, sharedFirst, sharedFirst+sharedSize-1) {
+				counted = true
+				break
+			}
+		}
+		if !counted {
+			n++
 		}
 	}
-	return len(seen)
+	return n
 }
 
 // writeLocked reports whether anyone holds a write lock on RESERVED or
