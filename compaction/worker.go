@@ -161,6 +161,17 @@ func (w *Worker) dueStats(s pager.Stats) bool {
 	return s.Rows >= w.opts.MaxDeltas || s.Usage-s.ShardBytes >= w.opts.MaxDeltaBytes || (idle && s.Head.TXID > s.Folded)
 }
 
+// BeforeRelease runs a pass on db if it is due by its number or bytes of
+// deltas; the FUSE layer calls it before an idle host gives up the write
+// lease, since only the lease holder compacts. Deltas below the thresholds
+// stay for the next writer's passes.
+func (w *Worker) BeforeRelease(ctx context.Context, db *pager.Database) {
+	s := db.Stats()
+	if s.Writable && s.Rows > 0 && (s.Rows >= w.opts.MaxDeltas || s.Usage-s.ShardBytes >= w.opts.MaxDeltaBytes) {
+		w.CompactNow(ctx, db)
+	}
+}
+
 // CompactNow runs one full pass on db (which must be writable here).
 func (w *Worker) CompactNow(ctx context.Context, db *pager.Database) (pager.CompactResult, error) {
 	start := time.Now()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
@@ -30,9 +31,9 @@ type dbNode struct {
 	mu      sync.Mutex
 	lease   *fence.Lease
 	tx      *pager.Tx
-	writer  *dbHandle // the handle whose writes the open transaction holds
-	removed bool
-	notSQL  bool // a write was refused because the file is not a SQLite database
+	writer  *dbHandle   // the handle whose writes the open transaction holds
+	removed atomic.Bool // set under mu; read without it by gone
+	notSQL  bool        // a write was refused because the file is not a SQLite database
 
 	// Locks and the host's read view: SQLite's SHARED lock pins a
 	// snapshot shared by every process of this host (they share the
@@ -41,6 +42,13 @@ type dbNode struct {
 	locks      lockTable
 	view       *pager.Snapshot
 	cachedTXID uint64 // the txid the kernel's page cache reflects
+
+	// With locks left to the kernel (see lockAgent).
+	agent       *lockAgent
+	holderOther bool      // another host holds the write lease
+	doomed      bool      // a local writer past RESERVED cannot commit
+	txLocked    bool      // the open transaction's writer held a SQLite lock
+	lastWrite   time.Time // of this host's last write activity
 }
 
 var (
@@ -63,11 +71,9 @@ type dbHandle struct {
 	wrote bool
 }
 
-func (d *dbNode) gone() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.removed
-}
+// gone reports whether the database was removed. It takes no lock: the
+// lock agent's own opens call it while a handler may hold d.mu.
+func (d *dbNode) gone() bool { return d.removed.Load() }
 
 // fill reports the file's attributes: its size as this host sees it (the
 // open transaction's, else the last commit's), commit time as mtime.
@@ -120,8 +126,30 @@ func (d *dbNode) open(ctx context.Context, flags uint32, created bool) (fs.FileH
 		return nil, 0, syscall.ENOENT
 	}
 	write := flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0
+	caller, _ := gofuse.FromContext(ctx)
+	self := caller != nil && d.fsys.isAgentOpen(caller.Pid)
+	if self {
+		// A lock agent's description: it never writes, and must not be
+		// flushed when kvfs closes it (see openOwn).
+		return &dbHandle{d: d}, gofuse.FOPEN_KEEP_CACHE | gofuse.FOPEN_NOFLUSH, 0
+	}
 	if write && d.fsys.opts.ReadOnly {
 		return nil, 0, syscall.EROFS
+	}
+	if !d.fsys.opts.ForwardLocks {
+		// Locks are the kernel's: the host's read view moves only when the
+		// lock agent applies another host's commit.
+		d.mu.Lock()
+		if d.view == nil && !d.removed.Load() {
+			snap, err := d.db.Snapshot(ctx)
+			if err != nil {
+				d.mu.Unlock()
+				return nil, 0, d.fsys.errno("open", d.name, err)
+			}
+			d.view, d.cachedTXID = snap, snap.Head().TXID
+		}
+		d.startAgentLocked()
+		d.mu.Unlock()
 	}
 	h := &dbHandle{d: d}
 	if flags&syscall.O_TRUNC != 0 && write && (d.db.Head().Pages > 0 || created) {
@@ -177,11 +205,20 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 		return 0, d.fsys.errno("write", d.name, err)
 	}
 	h, _ := f.(*dbHandle)
+	d.awaitAgent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	tx, err := d.ensureTxLocked(ctx)
 	if err != nil {
 		return 0, d.fsys.errno("write", d.name, err)
+	}
+	if d.agent != nil {
+		d.lastWrite = time.Now()
+		if !d.txLocked && !d.journalActive() && d.agent.isReady() && d.agent.writerActive() {
+			// A SQLite writer without a journal: its unlock commits.
+			d.txLocked = true
+			d.agent.poke()
+		}
 	}
 	n, err := tx.WriteAt(ctx, data, off)
 	if err != nil {
@@ -238,7 +275,7 @@ func (d *dbNode) ensureTxLocked(ctx context.Context) (*pager.Tx, error) {
 	if d.fsys.opts.ReadOnly {
 		return nil, errReadOnlyMount
 	}
-	if d.removed {
+	if d.removed.Load() {
 		return nil, pager.ErrNotFound
 	}
 	if d.tx != nil {
@@ -246,6 +283,11 @@ func (d *dbNode) ensureTxLocked(ctx context.Context) (*pager.Tx, error) {
 	}
 	if err := d.ensureLeaseLocked(ctx, d.fsys.opts.HandoffWait); err != nil {
 		return nil, err
+	}
+	if !d.fsys.opts.ForwardLocks && d.staleLocked() {
+		// The writer read an older commit than the head (journal_mode
+		// MEMORY or OFF gave no earlier sign of the transaction).
+		return nil, errStaleView
 	}
 	tx, err := d.db.Begin(ctx)
 	if err != nil {
@@ -261,6 +303,14 @@ func (d *dbNode) watchLease(l *fence.Lease) {
 	select {
 	case <-l.HandoffRequested():
 		d.mu.Lock()
+		if !d.fsys.opts.ForwardLocks {
+			// The lock agent knows whether a local writer is active.
+			if d.agent != nil {
+				d.agent.poke()
+			}
+			d.mu.Unlock()
+			return
+		}
 		if d.lease == l && d.idleLocked() {
 			d.dropLeaseLocked(context.Background())
 		}
@@ -292,6 +342,7 @@ func (d *dbNode) dropLeaseLocked(ctx context.Context) {
 func (d *dbNode) commitPoint(ctx context.Context, why string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.transactionEndedLocked()
 	return d.commitLocked(ctx, why)
 }
 
@@ -300,7 +351,11 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 	if tx == nil {
 		return nil
 	}
-	d.tx, d.writer = nil, nil
+	d.tx, d.writer, d.txLocked = nil, nil, false
+	d.lastWrite = time.Now()
+	if d.agent != nil {
+		defer d.agent.poke() // the lease's idle timer restarts
+	}
 	var err error
 	if why == "close" {
 		err = checkHeader(ctx, tx)
@@ -356,7 +411,7 @@ func checkHeader(ctx context.Context, tx *pager.Tx) error {
 func (d *dbNode) rollbackLocked() {
 	if d.tx != nil {
 		d.tx.Rollback()
-		d.tx, d.writer = nil, nil
+		d.tx, d.writer, d.txLocked = nil, nil, false
 		d.invalidate()
 	}
 }
@@ -374,6 +429,15 @@ func (d *dbNode) invalidate() {
 func (d *dbNode) remoteChange(h pager.Head) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.fsys.opts.ForwardLocks {
+		// The lock agent applies it at a transaction boundary.
+		if d.agent != nil {
+			d.agent.poke()
+		} else if d.view != nil {
+			d.startAgentLocked()
+		}
+		return
+	}
 	d.locks.mu.Lock()
 	readers := d.locks.sharedOwners()
 	d.locks.mu.Unlock()
@@ -420,7 +484,9 @@ func (d *dbNode) Flush(ctx context.Context, f fs.FileHandle) (errno syscall.Errn
 		d.rollbackLocked()
 		return 0
 	}
-	if h == nil || !h.wrote || d.writer != h || d.journalActive() {
+	if h == nil || !h.wrote || d.writer != h || d.journalActive() || d.sqliteWriterLocked() {
+		// A FLUSH also comes when a process holding the file forks and
+		// execs: only a writer without SQLite's locks (cp) commits here.
 		return 0
 	}
 	// A writer closing the file without a journal: cp, or SQLite with
@@ -452,7 +518,7 @@ func (d *dbNode) Release(ctx context.Context, f fs.FileHandle) (errno syscall.Er
 func (d *dbNode) remove(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.removed {
+	if d.removed.Load() {
 		return pager.ErrNotFound
 	}
 	d.rollbackLocked()
@@ -470,7 +536,7 @@ func (d *dbNode) remove(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.removed = true
+	d.removed.Store(true)
 	d.db.Close()
 	return nil
 }
@@ -488,7 +554,7 @@ func (d *dbNode) close(ctx context.Context) {
 		d.tx = nil
 	}
 	d.dropLeaseLocked(ctx)
-	if !d.removed {
+	if !d.removed.Load() {
 		d.db.Close()
 	}
 }

@@ -16,19 +16,49 @@
 // unlinking it (journal_mode=DELETE), truncating it to zero (TRUNCATE), or
 // zeroing its header (PERSIST, and locking_mode=EXCLUSIVE). Without a live
 // journal (journal_mode=MEMORY or OFF, or a writer that is not SQLite, such
-// as cp) the commit point is the writer's fsync of the database file, or its
-// close. With journal_mode=OFF and synchronous=OFF SQLite gives no signal
-// before close: a transaction becomes durable when the connection closes.
+// as cp) the commit point is the writer's fsync of the database file, or,
+// for a writer holding no SQLite lock, its close. With synchronous=OFF
+// SQLite does not fsync: the writer's unlock is the commit point (see
+// Locks).
 //
 // # Locks
 //
-// POSIX locks are forwarded to kvfs (unless Options.LocalLocks): a lock
-// table per database gives local processes a local file's semantics; a write
-// lock on SQLite's RESERVED byte needs this host's write lease (EAGAIN, that
-// is SQLITE_BUSY, while another host holds it, which is asked to hand it
-// over); the first SHARED lock after none pins the host's read view and drops
-// the kernel's cached pages if another host committed since. Each forwarded
-// lock call is a FUSE round trip.
+// By default the kernel arbitrates SQLite's POSIX locks, so a lock call
+// costs what it costs on a local file and hot reads run from the kernel's
+// page cache at native speed. kvfs takes part in the locking through open
+// file description locks of its own on each open database (lockAgent):
+//
+//   - While another host holds the write lease, or another host's commit
+//     is not yet applied here, kvfs holds RESERVED: a local writer gets
+//     SQLITE_BUSY and its busy handler retries from a fresh read.
+//   - Another host's commit becomes this host's read view under PENDING and
+//     EXCLUSIVE, as a local writer's commit would: no read transaction sees
+//     it land in its middle; new ones wait (busy handler) for a moment.
+//   - A local writer's journal header is where kvfs learns of a write
+//     transaction: it takes the lease then (asking the holder to hand it
+//     over); if it cannot, or the writer read an older commit than the
+//     head, kvfs holds a read lock in the SHARED range so the writer's
+//     EXCLUSIVE lock fails with SQLITE_BUSY until it rolls back.
+//   - The lease holder releases the lease after Options.IdleRelease
+//     without writes (at once if another host asked), once no local
+//     process holds RESERVED.
+//   - journal_mode=MEMORY or OFF with synchronous=OFF: kvfs polls for the
+//     writer's unlock and commits then (asynchronously: SQLite promises no
+//     durability with synchronous=OFF). Such a writer that finds the lease
+//     elsewhere fails at its first database write (an I/O error), having
+//     given no earlier sign.
+//
+// kvfs opens these descriptions through a helper process (pidfd_getfd) and
+// without FLUSH on close: a kvfs thread waiting on its own mount when kvfs
+// is killed would keep the process from ever exiting.
+//
+// With Options.ForwardLocks, locks are forwarded to kvfs instead: a lock
+// table per database gives local processes a local file's semantics; a
+// write lock on SQLite's RESERVED byte needs this host's write lease
+// (EAGAIN, that is SQLITE_BUSY, while another host holds it, which is asked
+// to hand it over); the first SHARED lock after none pins the host's read
+// view and drops the kernel's cached pages if another host committed since.
+// Each forwarded lock call is a FUSE round trip (four per statement).
 //
 // # Not yet
 //

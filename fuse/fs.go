@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,14 +45,23 @@ type Options struct {
 	// another host to hand over the database's write lease before failing
 	// with EAGAIN (default 5 s).
 	HandoffWait time.Duration
-	// LocalLocks leaves POSIX locks to the kernel instead of forwarding
-	// them: reads run at native speed (a forwarded lock costs a FUSE round
-	// trip, four per SQLite statement), but kvfs no longer sees SQLite's
-	// transactions start and end. Fine for one host; with several hosts, a
-	// writer finding the lease taken gets an I/O error instead of
-	// SQLITE_BUSY, and a read transaction may see another host's commit
-	// land in its middle.
-	LocalLocks bool
+	// ForwardLocks forwards SQLite's POSIX locks to kvfs instead of leaving
+	// them to the kernel. Every lock call is then a FUSE round trip (four
+	// per SQLite statement, about 10 µs each here), which costs point
+	// reads most of their speed; in exchange a writer on a host without the
+	// lease asks for it at its RESERVED lock instead of waiting for the
+	// holder to go idle (see IdleRelease). Off by default: kvfs then takes
+	// part in locking through descriptions of its own (see lockAgent).
+	ForwardLocks bool
+	// IdleRelease is how long a host keeps a database's write lease after
+	// its last write transaction when locks are left to the kernel (default
+	// 250 ms): other hosts' writers get SQLITE_BUSY until it is released.
+	IdleRelease time.Duration
+	// BeforeRelease, if set, runs (with the lease still held) before an
+	// idle host releases a database's write lease: kvfs mount folds
+	// deltas there when compaction is due, since only the lease holder
+	// compacts.
+	BeforeRelease func(context.Context, *pager.Database)
 	// LockHandoffWait is how long SQLite's RESERVED lock waits for the
 	// lease before EAGAIN, i.e. SQLITE_BUSY: SQLite's busy handler retries
 	// (default 200 ms).
@@ -76,6 +86,9 @@ type FS struct {
 	mu    sync.Mutex
 	dbs   map[string]*dbNode
 	sides map[string]*sideNode
+
+	closing   atomic.Bool // Unmount started: no new lock agents
+	agentPids sync.Map    // uint32 pid → true: helpers opening files for lock agents
 }
 
 // Mount mounts kvfs at mountpoint and serves it in the background until
@@ -90,6 +103,9 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	}
 	if opts.HandoffWait <= 0 {
 		opts.HandoffWait = 5 * time.Second
+	}
+	if opts.IdleRelease <= 0 {
+		opts.IdleRelease = 250 * time.Millisecond
 	}
 	if opts.LockHandoffWait <= 0 {
 		opts.LockHandoffWait = 200 * time.Millisecond
@@ -112,7 +128,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		Debug:                    opts.Debug,
 		DirectMount:              os.Geteuid() == 0,
 		DisableXAttrs:            true,
-		EnableLocks:              !opts.LocalLocks,
+		EnableLocks:              opts.ForwardLocks,
 		MaxWrite:                 1 << 20,
 		MaxBackground:            64,
 		ExplicitDataCacheControl: false,
@@ -135,6 +151,21 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 // (an unfinished transaction is a rollback, as on a crash), leases are
 // released, and the mount is removed. A busy mount is detached lazily.
 func (fsys *FS) Unmount(ctx context.Context) error {
+	// The lock agents' own descriptions would keep the mount busy.
+	fsys.closing.Store(true)
+	fsys.mu.Lock()
+	var agents []*lockAgent
+	for _, d := range fsys.dbs {
+		d.mu.Lock()
+		if d.agent != nil {
+			agents = append(agents, d.agent)
+		}
+		d.mu.Unlock()
+	}
+	fsys.mu.Unlock()
+	for _, a := range agents {
+		a.stop()
+	}
 	err := fsys.server.Unmount()
 	if err != nil {
 		// Busy: detach lazily so the mountpoint does not stay half-dead.

@@ -254,7 +254,7 @@ func (d *dbNode) refreshViewLocked(ctx context.Context) {
 // ensureLeaseLocked takes this host's write lease for the database if it
 // does not hold it, waiting up to wait for another host to hand it over.
 func (d *dbNode) ensureLeaseLocked(ctx context.Context, wait time.Duration) error {
-	if d.removed {
+	if d.removed.Load() {
 		return pager.ErrNotFound
 	}
 	if d.lease != nil {

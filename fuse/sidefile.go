@@ -59,6 +59,10 @@ func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) 
 	return s, nil
 }
 
+// journalHeaderMin is the size of a rollback journal's header fields
+// (SQLite writes a whole sector).
+const journalHeaderMin = 28
+
 func (s *sideNode) isJournal() bool { return strings.HasSuffix(s.name, "-journal") }
 
 // live reports whether a journal holds a transaction: non-empty with a
@@ -91,11 +95,16 @@ func (s *sideNode) fill(a *gofuse.Attr) {
 	a.Blksize = 4096
 }
 
+// database returns the node of the side file's database, if open.
+func (s *sideNode) database() *dbNode {
+	s.fsys.mu.Lock()
+	defer s.fsys.mu.Unlock()
+	return s.fsys.dbs[s.db]
+}
+
 // commitDB commits the open transaction of the journal's database.
 func (s *sideNode) commitDB(ctx context.Context, why string) error {
-	s.fsys.mu.Lock()
-	d := s.fsys.dbs[s.db]
-	s.fsys.mu.Unlock()
+	d := s.database()
 	if d == nil {
 		return nil
 	}
@@ -171,9 +180,25 @@ func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	ctx = uninterruptible(ctx)
 	// Zeroing a live journal's header is the commit point of
 	// journal_mode=PERSIST and of locking_mode=EXCLUSIVE.
-	if off == 0 && len(data) >= 8 && s.isJournal() && allZero(data) && s.live() {
-		if err := s.commitDB(ctx, "journal header zeroed"); err != nil {
-			return 0, s.fsys.errno("write", s.name, err)
+	if off == 0 && len(data) >= 8 && s.isJournal() {
+		switch live := s.live(); {
+		case allZero(data) && live:
+			if err := s.commitDB(ctx, "journal header zeroed"); err != nil {
+				return 0, s.fsys.errno("write", s.name, err)
+			}
+		case !live && len(data) >= journalHeaderMin && !allZero(data[:journalHeaderMin]):
+			// A new journal header (its magic stays zero until SQLite
+			// syncs the journal; its nonce, sizes and page size do not):
+			// a write transaction starts.
+			if d := s.database(); d != nil {
+				d.awaitAgent()
+				d.mu.Lock()
+				err := d.writeIntentLocked(ctx)
+				d.mu.Unlock()
+				if err != nil {
+					return 0, s.fsys.errno("write", s.name, err)
+				}
+			}
 		}
 	}
 	s.mu.Lock()

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,12 +56,12 @@ func requireFUSE(t *testing.T) {
 
 // mountOpts configure one mount ("host").
 type mountOpts struct {
-	Prefix      string // key prefix; "" = a fresh one
-	Etcd        etcdstore.Config
-	Quota       pager.Quota
-	Owner       string
-	HandoffWait time.Duration
-	LocalLocks  bool
+	Prefix       string // key prefix; "" = a fresh one
+	Etcd         etcdstore.Config
+	Quota        pager.Quota
+	Owner        string
+	HandoffWait  time.Duration
+	ForwardLocks bool
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -106,7 +107,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, LocalLocks: o.LocalLocks, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != ""})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -163,4 +164,14 @@ func mustSQL(t *testing.T, path, sql string) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// testLogger logs the mount's errors to standard error when KVFS_TEST_LOG
+// is set (debug, info, warn or error), and discards them otherwise.
+func testLogger(host string) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("KVFS_TEST_LOG"))); err != nil {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("host", host)
 }

@@ -83,10 +83,10 @@ func firstDiff(got, want string) string {
 	return fmt.Sprintf("got %d lines, want %d", len(g), len(w))
 }
 
-// TestLocalLocksMatchNative runs the workload with locks left to the kernel
-// (kvfs mount --local-locks): same results as a local file.
-func TestLocalLocksMatchNative(t *testing.T) {
-	m := mountKVFS(t, mountOpts{LocalLocks: true})
+// TestForwardedLocksMatchNative runs the workload with locks forwarded to
+// kvfs (kvfs mount --forward-locks): same results as a local file.
+func TestForwardedLocksMatchNative(t *testing.T) {
+	m := mountKVFS(t, mountOpts{ForwardLocks: true})
 	for _, mode := range []string{"delete", "memory"} {
 		sql := workload("pragma journal_mode=" + mode)
 		native := filepath.Join(t.TempDir(), "native.db")

@@ -60,12 +60,15 @@ type Config struct {
 	// AllowOther lets users other than the one running kvfs use the mount
 	// (needs user_allow_other in /etc/fuse.conf when not root).
 	AllowOther bool `yaml:"allow_other"`
-	// LocalLocks leaves SQLite's file locks to the kernel instead of
-	// forwarding them to kvfs: point reads at native speed instead of one
-	// FUSE round trip per lock call, but for one host only — with several
-	// hosts writing, a writer gets an I/O error instead of SQLITE_BUSY and
-	// a reader may see another host's commit mid-transaction.
-	LocalLocks bool `yaml:"local_locks"`
+	// ForwardLocks forwards SQLite's file locks to kvfs (a FUSE round trip
+	// per lock call, four per statement) instead of leaving them to the
+	// kernel: point reads lose most of their speed, but a writer on a host
+	// without the write lease asks for it at once instead of waiting for
+	// the holder to be idle for IdleRelease.
+	ForwardLocks bool `yaml:"forward_locks"`
+	// IdleRelease is how long a host keeps a database's write lease after
+	// its last write; meanwhile other hosts' writers get SQLITE_BUSY.
+	IdleRelease Duration `yaml:"idle_release"`
 	// ReadOnly refuses every write through the mount with EROFS.
 	ReadOnly bool `yaml:"read_only"`
 	// ShutdownTimeout bounds the unmount on SIGTERM/SIGINT: in-flight
@@ -189,6 +192,7 @@ func DefaultConfig() Config {
 		LeaseTTL:        Duration(10 * time.Second),
 		Cache:           CacheConfig{PageBytes: 64 << 20, BlobBytes: 64 << 20, DirtyMemBytes: 64 << 20},
 		ShutdownTimeout: Duration(30 * time.Second),
+		IdleRelease:     Duration(250 * time.Millisecond),
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Compaction: CompactionConfig{
 			MaxDeltas: 64, MaxDeltaBytes: 32 << 20, IdleAfter: Duration(10 * time.Second), ShardPages: 1024,
@@ -445,7 +449,8 @@ var settings = []setting{
 	{"quota.max_pages", "quota-pages", "default quota: pages of each database (0 unlimited)", func(c *Config) any { return &c.Quota.MaxPages }, false},
 	{"metrics_addr", "metrics-addr", "HOST:PORT serving /metrics and /healthz (\"\" disables)", func(c *Config) any { return &c.MetricsAddr }, true},
 	{"allow_other", "allow-other", "let other users access the mount", func(c *Config) any { return &c.AllowOther }, true},
-	{"local_locks", "local-locks", "leave file locks to the kernel: native read speed, single-host semantics (see kvfs.yaml)", func(c *Config) any { return &c.LocalLocks }, true},
+	{"forward_locks", "forward-locks", "forward file locks to kvfs (slower reads; see kvfs.yaml)", func(c *Config) any { return &c.ForwardLocks }, true},
+	{"idle_release", "idle-release", "keep a database's write lease this long after the last write", func(c *Config) any { return &c.IdleRelease }, true},
 	{"read_only", "read-only", "refuse every write through the mount", func(c *Config) any { return &c.ReadOnly }, true},
 	{"shutdown_timeout", "shutdown-timeout", "how long SIGTERM waits for in-flight operations before exiting anyway", func(c *Config) any { return &c.ShutdownTimeout }, true},
 	{"log.level", "log-level", "log level: debug, info, warn, error", func(c *Config) any { return &c.Log.Level }, false},

@@ -133,10 +133,15 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("serving metrics", "addr", "http://"+ms.addr.String()+"/metrics")
 	}
 
-	m, err := kvfuse.Mount(mnt, kvfuse.Options{
-		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther, LocalLocks: cfg.LocalLocks,
+	fopts := kvfuse.Options{
+		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
+		ForwardLocks: cfg.ForwardLocks, IdleRelease: time.Duration(cfg.IdleRelease),
 		Debug: cfg.FUSEDebug, Logger: log,
-	})
+	}
+	if cfg.Compaction.MaxDeltas > 0 {
+		fopts.BeforeRelease = worker.BeforeRelease
+	}
+	m, err := kvfuse.Mount(mnt, fopts)
 	if err != nil {
 		return err
 	}

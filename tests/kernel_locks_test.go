@@ -1,0 +1,147 @@
+package tests
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// openConn opens one go-sqlite3 connection to path with the given DSN
+// parameters; it is closed in t.Cleanup.
+func openConn(t *testing.T, path, params string) *sql.Conn {
+	t.Helper()
+	db, err := sql.Open("sqlite3", fmt.Sprintf("file:%s?%s", path, params))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); db.Close() })
+	return conn
+}
+
+func execConn(t *testing.T, c *sql.Conn, q string) {
+	t.Helper()
+	if _, err := c.ExecContext(context.Background(), q); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func queryInt(t *testing.T, c *sql.Conn, q string) int64 {
+	t.Helper()
+	var n int64
+	if err := c.QueryRowContext(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// eventually polls f (a read through a fresh sqlite3 CLI, say) until it
+// returns want or 5 s pass.
+func eventually(t *testing.T, what string, want string, f func() string) {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got = f(); got == want {
+			return
+		}
+	}
+	t.Fatalf("%s: got %q, want %q", what, got, want)
+}
+
+// TestRemoteCommitWaitsForReadTransaction: with locks left to the kernel,
+// another host's commit becomes this host's view only between read
+// transactions. A read transaction on B re-reads a table larger than
+// SQLite's page cache (so the pages come from the file again) while A
+// rewrites every row: both passes see A's old rows; B's next transaction
+// sees the new ones.
+func TestRemoteCommitWaitsForReadTransaction(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	mustSQL(t, a.Path("r.db"), `create table t(id integer primary key, v integer, pad blob);
+with recursive n(i) as (select 1 union all select i+1 from n where i < 4000)
+insert into t select i, 1, randomblob(500) from n;`)
+
+	rb := openConn(t, b.Path("r.db"), "_busy_timeout=5000&cache=private")
+	execConn(t, rb, "pragma cache_size=10")
+	const sum = "select sum(v) from t"
+	execConn(t, rb, "begin")
+	if got := queryInt(t, rb, sum); got != 4000 {
+		t.Fatalf("B's first pass: sum %d, want 4000", got)
+	}
+	// A commits while B's read transaction is open.
+	mustSQL(t, a.Path("r.db"), "pragma busy_timeout=10000; update t set v = 2;")
+	time.Sleep(300 * time.Millisecond) // B's mount has long seen the commit
+	if got := queryInt(t, rb, sum); got != 4000 {
+		t.Fatalf("B's second pass in the same read transaction: sum %d, want 4000 (A's commit landed mid-transaction)", got)
+	}
+	execConn(t, rb, "commit")
+	var got int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got = queryInt(t, rb, sum); got == 8000 {
+			break
+		}
+	}
+	if got != 8000 {
+		t.Fatalf("B after its read transaction: sum %d, want 8000", got)
+	}
+	eventually(t, "B's CLI", "8000\n", func() string { return mustSQL(t, b.Path("r.db"), sum+";") })
+}
+
+// TestStaleWriterGetsBusy: a writer on B that took its RESERVED lock before
+// A committed has read stale pages. Its journal shows up after A's commit,
+// so kvfs keeps it from EXCLUSIVE: COMMIT fails with SQLITE_BUSY, not a
+// lost update; after ROLLBACK its retry sees A's row and both rows land.
+func TestStaleWriterGetsBusy(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	mustSQL(t, a.Path("w.db"), "create table t(host text);")
+	eventually(t, "B sees the table", "0\n", func() string { return mustSQL(t, b.Path("w.db"), "select count(*) from t;") })
+
+	// B waits (busy timeout) until A, idle, releases the write lease.
+	wb := openConn(t, b.Path("w.db"), "_busy_timeout=10000")
+	execConn(t, wb, "begin immediate") // RESERVED on B, no journal yet
+	if got := queryInt(t, wb, "select count(*) from t"); got != 0 {
+		t.Fatalf("B reads %d rows", got)
+	}
+	execConn(t, wb, "pragma busy_timeout=0")
+	mustSQL(t, a.Path("w.db"), "pragma busy_timeout=10000; insert into t values ('a');")
+
+	_, err := wb.ExecContext(context.Background(), "insert into t values ('b')")
+	if err == nil {
+		_, err = wb.ExecContext(context.Background(), "commit")
+	}
+	if err == nil || !strings.Contains(err.Error(), "database is locked") {
+		t.Fatalf("B's stale transaction: %v, want database is locked", err)
+	}
+	execConn(t, wb, "rollback")
+	execConn(t, wb, "pragma busy_timeout=10000")
+	execConn(t, wb, "begin immediate")
+	execConn(t, wb, "insert into t values ('b')")
+	execConn(t, wb, "commit")
+	for _, m := range []*mount{a, b} {
+		eventually(t, m.Dir, "a\nb\n", func() string { return mustSQL(t, m.Path("w.db"), "select host from t order by host;") })
+	}
+}
+
+// TestUnlockCommitsWithoutJournal: journal_mode=MEMORY with synchronous=OFF
+// gives kvfs no journal and no fsync; the writer's unlock, seen by the lock
+// agent, is the commit point: another host reads the row while the
+// connection stays open.
+func TestUnlockCommitsWithoutJournal(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	wa := openConn(t, a.Path("m.db"), "_journal_mode=MEMORY&_sync=OFF")
+	execConn(t, wa, "create table t(x)")
+	execConn(t, wa, "insert into t values (42)")
+	eventually(t, "B reads A's row", "42\n", func() string {
+		out, _ := runSQL(b.Path("m.db"), "select x from t;")
+		return out
+	})
+}
