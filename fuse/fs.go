@@ -131,7 +131,11 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		EnableLocks:              opts.ForwardLocks,
 		MaxWrite:                 1 << 20,
 		MaxBackground:            64,
-		ExplicitDataCacheControl: false,
+		// kvfs invalidates the kernel's cache itself (NotifyContent) when
+		// another host's commit is applied or a transaction fails;
+		// automatic invalidation would drop the writer's cache at every
+		// commit, whose mtime changes.
+		ExplicitDataCacheControl: true,
 	}
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	server, err := fs.Mount(mountpoint, fsys.root, &fs.Options{
@@ -245,7 +249,14 @@ var (
 	_ fs.NodeUnlinker  = (*rootNode)(nil)
 	_ fs.NodeRenamer   = (*rootNode)(nil)
 	_ fs.NodeGetattrer = (*rootNode)(nil)
+	_ fs.NodeFsyncer   = (*rootNode)(nil)
 )
+
+// Fsync of the directory (SQLite syncs it after creating a journal) is
+// meaningless here: ENOSYS makes the kernel answer later ones itself.
+func (r *rootNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	return syscall.ENOSYS
+}
 
 func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o755
@@ -338,7 +349,7 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
 		s.fill(&out.Attr)
-		return s.EmbeddedInode(), &sideHandle{s: s}, 0, 0
+		return s.EmbeddedInode(), &sideHandle{s: s}, sideOpenFlags, 0
 	}
 	err := fsys.opts.Pager.Create(ctx, name)
 	if errors.Is(err, pager.ErrExists) {

@@ -40,6 +40,11 @@ var (
 
 type sideHandle struct{ s *sideNode }
 
+// sideOpenFlags: side files are not cached by the kernel, and closing one
+// needs no FLUSH (nothing is buffered; the journal's commit points are its
+// truncation, header zeroing and deletion).
+const sideOpenFlags = gofuse.FOPEN_DIRECT_IO | gofuse.FOPEN_NOFLUSH
+
 func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) {
 	db, _ := isSide(name)
 	fsys.mu.Lock()
@@ -154,7 +159,7 @@ func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ u
 			return nil, 0, s.fsys.errno("open", s.name, err)
 		}
 	}
-	return &sideHandle{s: s}, gofuse.FOPEN_DIRECT_IO, 0
+	return &sideHandle{s: s}, sideOpenFlags, 0
 }
 
 func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
