@@ -122,15 +122,15 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	fsys := &FS{opts: opts, log: log, dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
 	fsys.root = &rootNode{fsys: fsys}
 	mo := gofuse.MountOptions{
-		Name:                     "kvfs",
-		FsName:                   "kvfs",
-		AllowOther:               opts.AllowOther,
-		Debug:                    opts.Debug,
-		DirectMount:              os.Geteuid() == 0,
-		DisableXAttrs:            true,
-		EnableLocks:              opts.ForwardLocks,
-		MaxWrite:                 1 << 20,
-		MaxBackground:            64,
+		Name:          "kvfs",
+		FsName:        "kvfs",
+		AllowOther:    opts.AllowOther,
+		Debug:         opts.Debug,
+		DirectMount:   os.Geteuid() == 0,
+		DisableXAttrs: true,
+		EnableLocks:   opts.ForwardLocks,
+		MaxWrite:      1 << 20,
+		MaxBackground: 64,
 		// kvfs invalidates the kernel's cache itself (NotifyContent) when
 		// another host's commit is applied or a transaction fails;
 		// automatic invalidation would drop the writer's cache at every
