@@ -62,6 +62,7 @@ type mountOpts struct {
 	Owner        string
 	HandoffWait  time.Duration
 	ForwardLocks bool
+	ReadOnly     bool
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -107,7 +108,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, ReadOnly: o.ReadOnly, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

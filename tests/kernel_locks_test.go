@@ -145,3 +145,19 @@ func TestUnlockCommitsWithoutJournal(t *testing.T) {
 		return out
 	})
 }
+
+// TestReadOnlyMountFollows: a read-only mount refuses writes with a clear
+// SQLite error and still follows another host's commits (its lock agent
+// applies them).
+func TestReadOnlyMountFollows(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	ro := mountKVFS(t, mountOpts{Prefix: a.Prefix, ReadOnly: true})
+	mustSQL(t, a.Path("ro.db"), "create table t(x); insert into t values (1);")
+	eventually(t, "read-only mount reads", "1\n", func() string { out, _ := runSQL(ro.Path("ro.db"), "select x from t;"); return out })
+	out, err := runSQL(ro.Path("ro.db"), "insert into t values (2);")
+	if err == nil || !strings.Contains(out, "readonly") {
+		t.Fatalf("write on a read-only mount: %v %q, want a readonly error", err, out)
+	}
+	mustSQL(t, a.Path("ro.db"), "pragma busy_timeout=10000; insert into t values (3);")
+	eventually(t, "read-only mount follows", "1\n3\n", func() string { out, _ := runSQL(ro.Path("ro.db"), "select x from t order by x;"); return out })
+}
