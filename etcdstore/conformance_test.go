@@ -668,3 +668,14 @@ func startEmbedded(t *testing.T, cfg EmbedConfig) *Embedded {
 func TestConformanceEmbedded(t *testing.T) {
 	runConformance(t, embeddedHarness())
 }
+
+// TestConformanceInProcess runs the suite through the in-process client of
+// an embedded server (Config.InProcess), as kvfs mount --data-dir does.
+func TestConformanceInProcess(t *testing.T) {
+	runConformance(t, harness{name: "in-process", start: func(t *testing.T, o serverOpts) server {
+		e := startEmbedded(t, EmbedConfig{Limits: o.Limits, QuotaBackendBytes: o.QuotaBackendBytes})
+		cfg := e.Config()
+		cfg.InProcess = e
+		return server{cfg: cfg, stop: func() { e.Close() }}
+	}})
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -150,6 +151,10 @@ func (e *CompactedError) Unwrap() error { return ErrCompacted }
 
 // classify turns an etcd client error into this package's errors. op names
 // the operation; ctx is the per-request context, parent the caller's.
+// errServerStopped is the message of etcdserver.ErrStopped, which an
+// in-process client sees when the server shuts down.
+const errServerStopped = "etcdserver: server stopped"
+
 func classify(op string, parent, ctx context.Context, timeout time.Duration, rev int64, err error) error {
 	if err == nil {
 		return nil
@@ -179,6 +184,11 @@ func classify(op string, parent, ctx context.Context, timeout time.Duration, rev
 		switch s.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
 			return &UnavailableError{Op: op, Err: err}
+		case codes.Unknown:
+			// An in-process client gets the stopping server's own errors.
+			if msg := s.Message(); msg == raft.ErrStopped.Error() || msg == errServerStopped {
+				return &UnavailableError{Op: op, Err: err}
+			}
 		case codes.ResourceExhausted:
 			// The client's own send/receive size limit.
 			if strings.Contains(s.Message(), "larger than max") {

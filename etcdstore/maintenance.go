@@ -24,9 +24,9 @@ type MemberStatus struct {
 func (s *Store) Status(ctx context.Context) ([]MemberStatus, error) {
 	var out []MemberStatus
 	var last error
-	for _, ep := range s.cli.Endpoints() {
+	for _, ep := range s.endpoints {
 		cctx, cancel := s.withTimeout(ctx)
-		resp, err := s.cli.Status(cctx, ep)
+		resp, err := s.maint.Status(cctx, ep)
 		if err != nil {
 			last = classify("status "+ep, ctx, cctx, s.timeout, 0, err)
 			cancel()
@@ -50,7 +50,7 @@ func (s *Store) Status(ctx context.Context) ([]MemberStatus, error) {
 func (s *Store) Alarms(ctx context.Context) ([]string, error) {
 	cctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	resp, err := s.cli.AlarmList(cctx)
+	resp, err := s.maint.AlarmList(cctx)
 	if err != nil {
 		return nil, classify("alarm list", ctx, cctx, s.timeout, 0, err)
 	}
@@ -65,12 +65,12 @@ func (s *Store) Alarms(ctx context.Context) ([]string, error) {
 func (s *Store) DisarmAll(ctx context.Context) error {
 	cctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	resp, err := s.cli.AlarmList(cctx)
+	resp, err := s.maint.AlarmList(cctx)
 	if err != nil {
 		return classify("alarm list", ctx, cctx, s.timeout, 0, err)
 	}
 	for _, a := range resp.Alarms {
-		if _, err := s.cli.AlarmDisarm(cctx, &clientv3.AlarmMember{MemberID: a.MemberID, Alarm: a.Alarm}); err != nil {
+		if _, err := s.maint.AlarmDisarm(cctx, &clientv3.AlarmMember{MemberID: a.MemberID, Alarm: a.Alarm}); err != nil {
 			return classify("alarm disarm", ctx, cctx, s.timeout, 0, err)
 		}
 	}
@@ -92,7 +92,7 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 // file system. It blocks that member while it runs; ctx bounds it (the
 // request timeout does not apply).
 func (s *Store) Defragment(ctx context.Context, endpoint string) error {
-	if _, err := s.cli.Defragment(ctx, endpoint); err != nil {
+	if _, err := s.maint.Defragment(ctx, endpoint); err != nil {
 		return classify("defragment "+endpoint, ctx, ctx, 0, 0, err)
 	}
 	return nil

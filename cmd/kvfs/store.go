@@ -165,6 +165,7 @@ func openSession(ctx context.Context, cfg Config, log *slog.Logger) (*session, e
 				}
 				log.Debug("embedded etcd started", "endpoints", e.Endpoints(), "data", dir)
 				ec, stop = e.Config(), func() { e.Close() }
+				ec.InProcess = e // function calls, not gRPC over TCP
 			}
 		}
 		if rerr == nil {
