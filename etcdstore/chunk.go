@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strings"
 )
 
 // chunkHeader is the size of what is stored in front of each chunk's
@@ -16,8 +17,19 @@ const chunkHeader = 8
 // of a chunk key).
 const maxChunks = 1 << 16
 
-// ChunkKey returns the key of chunk i of the value stored under base.
-func ChunkKey(base string, i int) string { return fmt.Sprintf("%s/%04x", base, i) }
+// ChunkKey returns the key of chunk i of the value stored under base:
+// base, '/', and i as at least 4 lowercase hex digits.
+func ChunkKey(base string, i int) string {
+	if i < 0 || i > 0xffff {
+		return fmt.Sprintf("%s/%04x", base, i)
+	}
+	var b strings.Builder
+	b.Grow(len(base) + 5)
+	b.WriteString(base)
+	b.WriteByte('/')
+	writeHex(&b, uint64(i), 4)
+	return b.String()
+}
 
 // ChunkPrefix returns the prefix covering every chunk of base (and nothing
 // else, since chunk keys have a fixed width).
@@ -33,34 +45,65 @@ func (l Limits) ChunkSize(keyLen int) int {
 // chunkSize bytes, followed by a delete of any chunk beyond the new count
 // (left by an earlier, longer value). An empty value is one empty chunk.
 func ChunkOps(base string, value []byte, chunkSize int) ([]Op, error) {
-	if chunkSize < 1 {
-		return nil, fmt.Errorf("chunk %s: chunk size %d: %w", base, chunkSize, ErrTooLarge)
+	n, err := chunkCount(base, len(value), chunkSize)
+	if err != nil {
+		return nil, err
 	}
-	n := (len(value) + chunkSize - 1) / chunkSize
+	ops := appendChunkPuts(make([]Op, 0, n+1), base, value, chunkSize, n)
+	return append(ops, ChunkTailDelete(base, n)), nil
+}
+
+// AppendChunkPuts appends the puts of ChunkOps(base, value, chunkSize) to
+// ops, without the final delete of chunks beyond the new count, and returns
+// the extended slice and that count. It is for callers that know no longer
+// value is left under base, or that add ChunkTailDelete(base, count)
+// themselves: in etcd the delete is a range scan.
+func AppendChunkPuts(ops []Op, base string, value []byte, chunkSize int) ([]Op, int, error) {
+	n, err := chunkCount(base, len(value), chunkSize)
+	if err != nil {
+		return ops, 0, err
+	}
+	return appendChunkPuts(ops, base, value, chunkSize, n), n, nil
+}
+
+// chunkCount returns the number of chunks of at most chunkSize bytes that
+// a value of size bytes takes: at least one.
+func chunkCount(base string, size, chunkSize int) (int, error) {
+	if chunkSize < 1 {
+		return 0, fmt.Errorf("chunk %s: chunk size %d: %w", base, chunkSize, ErrTooLarge)
+	}
+	n := (size + chunkSize - 1) / chunkSize
 	if n == 0 {
 		n = 1
 	}
 	if n > maxChunks {
-		return nil, fmt.Errorf("chunk %s: %d bytes need %d chunks of %d: %w", base, len(value), n, chunkSize, ErrTooLarge)
+		return 0, fmt.Errorf("chunk %s: %d bytes need %d chunks of %d: %w", base, size, n, chunkSize, ErrTooLarge)
 	}
-	ops := make([]Op, 0, n+1)
+	return n, nil
+}
+
+// appendChunkPuts appends the puts of value's n chunks.
+func appendChunkPuts(ops []Op, base string, value []byte, chunkSize, n int) []Op {
 	for i := 0; i < n; i++ {
 		lo, hi := i*chunkSize, min((i+1)*chunkSize, len(value))
 		ops = append(ops, ChunkOp(base, i, n, chunkSize, value[lo:hi]))
 	}
-	ops = append(ops, ChunkTailDelete(base, n))
-	return ops, nil
+	return ops
 }
 
 // ChunkOp returns the put of chunk i of a value of count chunks of size
 // bytes (the last may be shorter) stored under base: ChunkOps one chunk at
 // a time, for a value streamed from a file.
 func ChunkOp(base string, i, count, size int, payload []byte) Op {
-	v := make([]byte, chunkHeader+len(payload))
-	binary.BigEndian.PutUint32(v, uint32(count))
-	binary.BigEndian.PutUint32(v[4:], uint32(size))
-	copy(v[chunkHeader:], payload)
-	return OpPut(ChunkKey(base, i), v)
+	var h [chunkHeader]byte
+	binary.BigEndian.PutUint32(h[:], uint32(count))
+	binary.BigEndian.PutUint32(h[4:], uint32(size))
+	// Built as a string: the etcd client takes values as strings.
+	var v strings.Builder
+	v.Grow(chunkHeader + len(payload))
+	v.Write(h[:])
+	v.Write(payload)
+	return opPut(ChunkKey(base, i), v.String())
 }
 
 // ChunkTailDelete returns the delete of any chunk at index count or above

@@ -97,10 +97,10 @@ func (k Keys) Databases() string { return k.prefix + "db/" }
 func (k Keys) DB(name string) string { return k.prefix + "db/" + name + "/" }
 
 // Head is the key of the database's head.
-func (k Keys) Head(name string) string { return k.DB(name) + "head" }
+func (k Keys) Head(name string) string { return k.prefix + "db/" + name + "/head" }
 
 // Fence is the key of the database's writer fence.
-func (k Keys) Fence(name string) string { return k.DB(name) + "fence" }
+func (k Keys) Fence(name string) string { return k.prefix + "db/" + name + "/fence" }
 
 // Generation is the key holding the last fence generation handed out; it
 // outlives the fence key, which vanishes with its lease.
@@ -113,9 +113,7 @@ func (k Keys) Handoff(name string) string { return k.DB(name) + "handoff" }
 func (k Keys) Deltas(name string) string { return k.DB(name) + "delta/" }
 
 // Delta is the chunk base (see ChunkOps) of the delta with txid.
-func (k Keys) Delta(name string, txid uint64) string {
-	return k.Deltas(name) + fmt.Sprintf("%016x", txid)
-}
+func (k Keys) Delta(name string, txid uint64) string { return k.hexKey(name, "/delta/", txid, 16) }
 
 // PIDXs is the prefix of the database's page index rows.
 func (k Keys) PIDXs(name string) string { return k.DB(name) + "pidx/" }
@@ -123,9 +121,7 @@ func (k Keys) PIDXs(name string) string { return k.DB(name) + "pidx/" }
 // PIDX is the chunk base of the page index row of delta txid: the page
 // numbers whose copy in that delta is still live (not yet folded into a
 // shard). A commit writes one row; compaction rewrites or deletes it.
-func (k Keys) PIDX(name string, txid uint64) string {
-	return k.PIDXs(name) + fmt.Sprintf("%016x", txid)
-}
+func (k Keys) PIDX(name string, txid uint64) string { return k.hexKey(name, "/pidx/", txid, 16) }
 
 // Shards is the prefix of every shard of the database.
 func (k Keys) Shards(name string) string { return k.DB(name) + "shard/" }
@@ -145,6 +141,34 @@ func (k Keys) ShardVersion(name string, n uint32, txid uint64) string {
 // Compaction is the key of the database's compaction state, written only
 // by compaction so commits never contend with it.
 func (k Keys) Compaction(name string) string { return k.DB(name) + "compaction" }
+
+// hexKey returns k.DB(name) without its final '/', then kind, then v as
+// width lowercase hex digits (fmt's %0*x for v < 16^width), in one
+// allocation: commits build these keys every time.
+func (k Keys) hexKey(name, kind string, v uint64, width int) string {
+	var b strings.Builder
+	b.Grow(len(k.prefix) + len("db/") + len(name) + len(kind) + width)
+	b.WriteString(k.prefix)
+	b.WriteString("db/")
+	b.WriteString(name)
+	b.WriteString(kind)
+	writeHex(&b, v, width)
+	return b.String()
+}
+
+// hexDigits are the digits writeHex writes.
+const hexDigits = "0123456789abcdef"
+
+// writeHex writes the low width hex digits of v (width ≤ 16), lowercase
+// and zero-padded: fmt's %0*x when v < 16^width.
+func writeHex(b *strings.Builder, v uint64, width int) {
+	var d [16]byte
+	for i := width - 1; i >= 0; i-- {
+		d[i] = hexDigits[v&0xf]
+		v >>= 4
+	}
+	b.Write(d[:width])
+}
 
 // KeyKind says what a parsed key is.
 type KeyKind int

@@ -2,8 +2,12 @@ package etcdstore
 
 import (
 	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidateName(t *testing.T) {
@@ -66,6 +70,42 @@ func TestKeysLayout(t *testing.T) {
 	// Fixed-width hex: byte order is numeric order.
 	if !(k.PIDX("d", 9) < k.PIDX("d", 10) && k.Delta("d", 255) < k.Delta("d", 256) && k.Shard("d", 15) < k.Shard("d", 16)) {
 		t.Fatal("keys not in numeric order")
+	}
+}
+
+// TestKeysMatchFmt checks the keys built without fmt against the fmt
+// formats they replaced, on edge and random values.
+func TestKeysMatchFmt(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	k := NewKeys("/p/")
+	txids := []uint64{0, 1, 15, 16, 0xffff, 1 << 32, math.MaxUint64}
+	chunks := []int{-1, 0, 1, 15, 16, 0xfff, 0x1000, 0xffff, 0x10000, 0x10001, math.MaxInt32}
+	for range 200 {
+		txids = append(txids, rng.Uint64()>>rng.UintN(64))
+		chunks = append(chunks, rng.IntN(maxChunks+2))
+	}
+	for _, name := range []string{"a", "app.db", "ünï code.db"} {
+		if got, want := k.Head(name), k.DB(name)+"head"; got != want {
+			t.Errorf("Head = %q, want %q", got, want)
+		}
+		if got, want := k.Fence(name), k.DB(name)+"fence"; got != want {
+			t.Errorf("Fence = %q, want %q", got, want)
+		}
+		for _, txid := range txids {
+			if got, want := k.Delta(name, txid), k.Deltas(name)+fmt.Sprintf("%016x", txid); got != want {
+				t.Errorf("Delta = %q, want %q", got, want)
+			}
+			if got, want := k.PIDX(name, txid), k.PIDXs(name)+fmt.Sprintf("%016x", txid); got != want {
+				t.Errorf("PIDX = %q, want %q", got, want)
+			}
+		}
+	}
+	for _, i := range chunks {
+		if got, want := ChunkKey("/p/base", i), fmt.Sprintf("%s/%04x", "/p/base", i); got != want {
+			t.Errorf("ChunkKey(%d) = %q, want %q", i, got, want)
+		}
 	}
 }
 

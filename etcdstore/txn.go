@@ -67,8 +67,11 @@ func (o Op) Key() string { return o.key }
 func (o Op) Size() int { return o.sz }
 
 // OpPut writes value at key.
-func OpPut(key string, value []byte) Op {
-	return Op{key, clientv3.OpPut(key, string(value)), len(key) + len(value) + opOverhead}
+func OpPut(key string, value []byte) Op { return opPut(key, string(value)) }
+
+// opPut is OpPut for a value already in a string.
+func opPut(key, value string) Op {
+	return Op{key, clientv3.OpPut(key, value), len(key) + len(value) + opOverhead}
 }
 
 // OpPutLease writes value at key, attached to lease: the key disappears

@@ -39,6 +39,20 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
+// BenchmarkEncodeOnePage encodes a one-page delta, a commit's usual blob:
+// the per-blob cost (header, index, trailer, compressor) dominates.
+func BenchmarkEncodeOnePage(b *testing.B) {
+	pages := benchPages(b, "realistic")[1:2]
+	hdr := Header{PageSize: 4096, Commit: 64, MinTXID: 2, MaxTXID: 2, Timestamp: testTime}
+	b.SetBytes(4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Encode(hdr, pages); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkDecode(b *testing.B) {
 	for _, kind := range []string{"random", "realistic"} {
 		b.Run(kind, func(b *testing.B) {

@@ -38,31 +38,41 @@ type Blob struct {
 // the end-of-pages marker. It does not decompress any page. Problems return
 // an error matching ErrCorrupt.
 func OpenBlob(b []byte) (*Blob, error) {
-	blob, err := OpenBlobAt(bytes.NewReader(b), int64(len(b)))
-	if err != nil {
-		return nil, err
-	}
-	blob.b, blob.r = b, nil
-	return blob, nil
+	return openBlob(nil, b, int64(len(b)))
 }
 
 // OpenBlobAt is OpenBlob for a blob of size bytes read through r: it reads
 // the header, then the page index and trailer at the end, and nothing else.
 // An error from r is returned as is; bad bytes match ErrCorrupt.
 func OpenBlobAt(r io.ReaderAt, size int64) (*Blob, error) {
+	return openBlob(r, nil, size)
+}
+
+// openBlob opens the blob in b when r is nil, without copying any of it,
+// and otherwise the blob of size bytes behind r.
+func openBlob(r io.ReaderAt, b []byte, size int64) (*Blob, error) {
 	if size < minBlobSize {
 		return nil, corruptf("open blob", "%d bytes, want at least %d", size, minBlobSize)
 	}
-	hb := make([]byte, sltx.HeaderSize)
-	if _, err := r.ReadAt(hb, 0); err != nil {
+	// read returns n bytes at off, which the checks below keep in bounds.
+	read := func(n int64, off int64) ([]byte, error) {
+		if r == nil {
+			return b[off : off+n], nil
+		}
+		buf := make([]byte, n)
+		_, err := r.ReadAt(buf, off)
+		return buf, err
+	}
+	hb, err := read(sltx.HeaderSize, 0)
+	if err != nil {
 		return nil, fmt.Errorf("open blob: read header: %w", err)
 	}
 	sh, err := parseHeader(hb)
 	if err != nil {
 		return nil, err
 	}
-	last := make([]byte, indexTailSize)
-	if _, err := r.ReadAt(last, size-indexTailSize); err != nil {
+	last, err := read(indexTailSize, size-indexTailSize)
+	if err != nil {
 		return nil, fmt.Errorf("open blob: read trailer: %w", err)
 	}
 	var tr sltx.Trailer
@@ -80,8 +90,8 @@ func OpenBlobAt(r io.ReaderAt, size int64) (*Blob, error) {
 		return nil, corruptf("read page index", "index size %d does not fit in a %d-byte blob", isize, size)
 	}
 	endOfPages := sizeAt - sltx.PageHeaderSize - int64(isize)
-	tail := make([]byte, size-endOfPages)
-	if _, err := r.ReadAt(tail, endOfPages); err != nil {
+	tail, err := read(size-endOfPages, endOfPages)
+	if err != nil {
 		return nil, fmt.Errorf("open blob: read page index: %w", err)
 	}
 	if !isZero(tail[:sltx.PageHeaderSize]) {
@@ -90,7 +100,7 @@ func OpenBlobAt(r io.ReaderAt, size int64) (*Blob, error) {
 
 	// The index must cover every frame, back to back. Each frame holds at
 	// least frameHeaderSize+1 bytes, which bounds the number of entries.
-	blob := &Blob{r: r, size: size, hdr: headerFromSLTX(sh, tr)}
+	blob := &Blob{b: b, r: r, size: size, hdr: headerFromSLTX(sh, tr)}
 	maxPages := int((endOfPages - sltx.HeaderSize) / (frameHeaderSize + 1))
 	blob.pgnos = make([]uint32, 0, min(maxPages, int(isize)/3))
 	blob.offs = make([]int64, 0, min(maxPages, int(isize)/3)+1)

@@ -10,7 +10,9 @@
 //
 // # Blob layout
 //
-// A blob is sltx's LTX v3 format, written by sltx.Encoder:
+// A blob is sltx's LTX v3 format, byte for byte what sltx.Encoder writes
+// (Writer encodes it itself to reuse its LZ4 compressor; TestEncodeMatchesSLTX
+// compares the two on random blobs):
 //
 //	header (100 bytes)             magic "LTX1", flags, page size, commit, min/max txid,
 //	                               timestamp (ms), pre-apply checksum; WAL fields and node id zero

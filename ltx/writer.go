@@ -3,31 +3,46 @@ package ltx
 import (
 	"bufio"
 	"bytes"
-	"errors"
+	"encoding/binary"
 	"fmt"
+	"hash/crc64"
 	"io"
 
 	sltx "github.com/superfly/ltx"
 )
 
 // Writer streams one blob to an io.Writer, page by page, for transactions too
-// big to hold in memory. Pages must be written in ascending page-number
-// order. Memory use is one page plus sltx's page index (24 bytes a page).
+// big to hold in memory; Encode uses it for blobs in memory. Pages must be
+// written in ascending page-number order. Memory use is one compressed
+// frame, borrowed from a pool for each WritePage, plus the page index (a few
+// bytes a page, the index as it will be written).
+//
+// The bytes written are exactly those sltx.Encoder writes for the same
+// header and pages (TestEncodeMatchesSLTX checks this): the Writer encodes
+// frames itself so that it can reuse one LZ4 compressor, with its 128 KiB
+// hash table, across pages and blobs, where an sltx.Encoder allocates its
+// own.
 //
 // A WritePage or Close that fails with ErrInvalid has written nothing for
 // that call; after any other error (the underlying writer failed) the Writer
 // is dead and every later call returns that error. The blob is complete
 // only after Close returns nil. A Writer is not safe for concurrent use.
 type Writer struct {
-	ew    *errWriter
+	ew    errWriter
 	bw    *bufio.Writer // nil when writing straight to memory
-	enc   *sltx.Encoder
 	hdr   Header
 	sh    sltx.Header
 	order pageOrder
+	n     int64    // blob bytes written so far
+	crc   uint64   // CRC64-ISO of the file checksum's input so far, without ChecksumFlag
+	tail  []byte   // the end-of-pages marker, then the page index records so far
 	sum   Checksum // XOR of page checksums, for snapshots with tracked checksums
 	err   error    // sticky I/O error
 	done  bool     // Close succeeded
+
+	// tailBuf is tail's first backing array: the index of a small blob
+	// needs no allocation.
+	tailBuf [64]byte
 }
 
 // NewWriter validates hdr and writes the blob header to w. Errors match
@@ -53,15 +68,25 @@ func newWriter(w io.Writer, hdr Header) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ew := &errWriter{w: w}
-	enc, err := sltx.NewEncoder(ew)
+	// The trailer's post-apply checksum is known now; check it before
+	// writing anything, as sltx.Encoder.Close would at the end (toSLTX
+	// already enforces the same rules, so this cannot fail today).
+	tr := sltx.Trailer{PostApplyChecksum: hdr.PostApplyChecksum, FileChecksum: sltx.ChecksumFlag}
+	if err := tr.Validate(sh); err != nil {
+		return nil, invalid("validate trailer", err)
+	}
+	hb, err := sh.MarshalBinary()
 	if err != nil {
-		return nil, fmt.Errorf("new encoder: %w", err)
+		return nil, invalid("marshal header", err)
 	}
-	wr := &Writer{ew: ew, enc: enc, hdr: hdr, sh: sh, order: newPageOrder(sh)}
-	if err := enc.EncodeHeader(sh); err != nil {
-		return nil, wr.mapErr("encode header", err)
+	wr := &Writer{ew: errWriter{w: w}, hdr: hdr, sh: sh, order: newPageOrder(sh)}
+	wr.tail = wr.tailBuf[:sltx.PageHeaderSize] // zeros: the end-of-pages marker
+	if _, err := wr.ew.Write(hb); err != nil {
+		wr.err = fmt.Errorf("write header: %w", err)
+		return nil, wr.err
 	}
+	wr.n = int64(len(hb))
+	wr.crc = crc64.Update(0, crcTable, hb)
 	return wr, nil
 }
 
@@ -83,9 +108,27 @@ func (w *Writer) WritePage(pgno uint32, data []byte) error {
 	if err := o.next(pgno); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if err := w.enc.EncodePage(sltx.PageHeader{Pgno: pgno}, data); err != nil {
-		return w.mapErr(fmt.Sprintf("encode page %d", pgno), err)
+
+	fc := compressors.Get().(*frameCompressor)
+	defer compressors.Put(fc)
+	frame, err := fc.appendFrame(fc.buf[:0], pgno, data)
+	fc.buf = frame[:0] // keep the grown buffer
+	if err != nil {
+		return invalid(fmt.Sprintf("encode page %d", pgno), err)
 	}
+	if _, err := w.ew.Write(frame); err != nil {
+		w.err = fmt.Errorf("write page %d: %w", pgno, err)
+		return w.err
+	}
+
+	// The file checksum covers the frame header and size and the
+	// uncompressed page, not the compressed bytes.
+	w.crc = crc64.Update(w.crc, crcTable, frame[:frameHeaderSize])
+	w.crc = crc64.Update(w.crc, crcTable, data)
+	w.tail = binary.AppendUvarint(w.tail, uint64(pgno))
+	w.tail = binary.AppendUvarint(w.tail, uint64(w.n))
+	w.tail = binary.AppendUvarint(w.tail, uint64(len(frame)))
+	w.n += int64(len(frame))
 	w.order = o
 	if w.sh.IsSnapshot() && !w.sh.NoChecksum() {
 		w.sum ^= PageChecksum(pgno, data)
@@ -114,12 +157,20 @@ func (w *Writer) Close() error {
 			return invalidf("snapshot post-apply checksum %s does not match its pages (%s)", w.hdr.PostApplyChecksum, got)
 		}
 	}
-	w.enc.SetPostApplyChecksum(w.hdr.PostApplyChecksum)
-	if err := w.enc.Close(); err != nil {
-		err = w.mapErr("close encoder", err)
-		w.err = err // sltx aborts the encoder on a failed Close
-		return err
+
+	// End-of-pages marker and index records (already in tail), the
+	// index's end marker, its size, then the trailer: the post-apply
+	// checksum and the file checksum over everything before it.
+	t := append(w.tail, 0)
+	t = binary.BigEndian.AppendUint64(t, uint64(len(t)-sltx.PageHeaderSize))
+	t = binary.BigEndian.AppendUint64(t, uint64(w.hdr.PostApplyChecksum))
+	crc := crc64.Update(w.crc, crcTable, t)
+	t = binary.BigEndian.AppendUint64(t, uint64(sltx.ChecksumFlag|Checksum(crc)))
+	if _, err := w.ew.Write(t); err != nil {
+		w.err = fmt.Errorf("write page index and trailer: %w", err)
+		return w.err
 	}
+	w.n += int64(len(t))
 	if w.bw != nil {
 		if err := w.bw.Flush(); err != nil {
 			w.err = fmt.Errorf("flush: %w", err)
@@ -131,18 +182,7 @@ func (w *Writer) Close() error {
 }
 
 // N returns the number of blob bytes written so far (before buffering).
-func (w *Writer) N() int64 { return w.enc.N() }
-
-// mapErr classifies an sltx encoder error: if the underlying writer failed,
-// the Writer is dead and the I/O error is returned; otherwise sltx refused
-// the input and the error matches ErrInvalid.
-func (w *Writer) mapErr(op string, err error) error {
-	if w.ew.err != nil {
-		w.err = fmt.Errorf("%s: %w", op, errors.Join(w.ew.err, err))
-		return w.err
-	}
-	return invalid(op, err)
-}
+func (w *Writer) N() int64 { return w.n }
 
 // errWriter remembers the first error of the writer it wraps.
 type errWriter struct {

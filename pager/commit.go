@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -17,6 +18,22 @@ import (
 // reserveBytes is the part of a request kept free of delta chunks in a
 // fast-path commit, for the page index row, the head and the compares.
 const reserveBytes = 64 << 10
+
+// deltaBufs recycles the buffers small deltas are encoded into (see
+// commitLocked).
+var deltaBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledDelta is the largest size guess of a delta encoded into a
+// recycled buffer; bigger ones get their own.
+const maxPooledDelta = 256 << 10
+
+// putDeltaBuf returns b to deltaBufs unless it grew beyond
+// 2*maxPooledDelta, so that one big delta does not stay in memory.
+func putDeltaBuf(b *bytes.Buffer) {
+	if b.Cap() <= 2*maxPooledDelta {
+		deltaBufs.Put(b)
+	}
+}
 
 // testHookStaged, when set by a test, runs before staged batch i and, with
 // i equal to the number of batches, before the head flip.
@@ -79,10 +96,15 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	pages := uint32(tx.size / ps)
 	// Pages exposed by growth and not written read as zeros; store them so
 	// that no older copy above a past shrink can come back.
-	zero := make([]byte, ps)
+	var zero []byte
+	zeroFrame := 0
 	for p := tx.low + 1; p <= pages; p++ {
 		if !tx.dirty.has(p) && p != lockPgno(tx.pageSize) {
-			if err := tx.dirty.put(p, zero, ltx.FrameSize(zero)); err != nil {
+			if zero == nil {
+				zero = make([]byte, ps)
+				zeroFrame = ltx.FrameSize(zero)
+			}
+			if err := tx.dirty.put(p, zero, zeroFrame); err != nil {
 				return CommitInfo{}, err
 			}
 		}
@@ -108,8 +130,10 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	if len(pgnos) > 0 {
 		limits := db.p.store.Limits()
 		var out io.Writer
-		var buf bytes.Buffer
+		var buf *bytes.Buffer
 		var bw *bufio.Writer
+		// Pages compress; about half a page each is a fair first size.
+		hint := 256 + len(pgnos)*(int(ps)/2+32)
 		if tx.dirty.spilled() || tx.dirty.estimate() > int64(4*limits.MaxRequestBytes) {
 			f, err := os.CreateTemp(db.p.opts.SpoolDir, "kvfs-delta-*")
 			if err != nil {
@@ -119,10 +143,18 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			defer f.Close()
 			spool, bw = f, bufio.NewWriterSize(f, 1<<20)
 			out = bw
+		} else if hint <= maxPooledDelta {
+			// A small delta is encoded into a recycled buffer and copied
+			// out at its exact size: no regrowth when the guess is short,
+			// no slack kept in the blob cache.
+			buf = deltaBufs.Get().(*bytes.Buffer)
+			defer putDeltaBuf(buf)
+			buf.Reset()
+			buf.Grow(hint)
+			out = buf
 		} else {
-			// Pages compress; about half a page each is a fair first size.
-			buf.Grow(256 + len(pgnos)*(int(ps)/2+32))
-			out = &buf
+			buf = bytes.NewBuffer(make([]byte, 0, hint))
+			out = buf
 		}
 		w, err := ltx.NewWriter(out, ltx.Header{
 			PageSize: tx.pageSize, Commit: pages, MinTXID: ltx.TXID(txid), MaxTXID: ltx.TXID(txid),
@@ -131,9 +163,10 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		if err != nil {
 			return CommitInfo{}, fmt.Errorf("encode delta: %w", err)
 		}
-		page := make([]byte, ps)
+		var scratch []byte // for spooled pages; in-memory ones are not copied
 		for _, p := range pgnos {
-			if _, err := tx.dirty.get(p, page); err != nil {
+			page, err := tx.dirty.view(p, &scratch)
+			if err != nil {
 				return CommitInfo{}, err
 			}
 			if err := w.WritePage(p, page); err != nil {
@@ -150,6 +183,9 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			size = w.N()
 		} else {
 			blob = buf.Bytes()
+			if hint <= maxPooledDelta {
+				blob = bytes.Clone(blob)
+			}
 			size = int64(len(blob))
 		}
 		row = encodePgnos(pgnos)
@@ -166,13 +202,15 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	if err != nil {
 		return CommitInfo{}, fmt.Errorf("%w: %w", ErrFenced, err)
 	}
-	cmps := append(fenceCmps[:len(fenceCmps):len(fenceCmps)], etcdstore.CmpModRevision(keys.Head(db.name), tx.baseRev))
+	headKey := keys.Head(db.name)
+	cmps := append(fenceCmps[:len(fenceCmps):len(fenceCmps)], etcdstore.CmpModRevision(headKey, tx.baseRev))
 
 	limits := db.p.store.Limits()
 	deltaKey, rowKey := keys.Delta(db.name, txid), keys.PIDX(db.name, txid)
 	info := CommitInfo{Head: head, Bytes: int(size)}
-	var stage []etcdstore.Op
+	var stage []etcdstore.Op // every op but the head flip
 	chunkSize := limits.ChunkSize(len(deltaKey)+5) - reserveBytes
+	rowChunkSize := limits.ChunkSize(len(rowKey)+5) - reserveBytes
 	if spool != nil {
 		// Stream the spooled delta's chunks into staged transactions.
 		n, err := tx.stageSpool(ctx, cmps, deltaKey, spool, size, chunkSize)
@@ -181,7 +219,7 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			return CommitInfo{}, err
 		}
 		info.Txns += n
-		ops, err := etcdstore.ChunkOps(rowKey, row, limits.ChunkSize(len(rowKey)+5)-reserveBytes)
+		ops, err := etcdstore.ChunkOps(rowKey, row, rowChunkSize)
 		if err != nil {
 			return CommitInfo{}, err
 		}
@@ -195,22 +233,22 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		db.mu.Lock()
 		risk := db.orphanRisk
 		db.mu.Unlock()
-		trim := func(ops []etcdstore.Op) []etcdstore.Op {
-			if risk {
-				return ops
-			}
-			return ops[:len(ops)-1]
-		}
-		ops, err := etcdstore.ChunkOps(deltaKey, blob, chunkSize)
-		if err != nil {
+		// Room for the chunks, the deletes and the head flip: the fast
+		// path's transaction is this one slice.
+		stage = make([]etcdstore.Op, 0, len(blob)/max(chunkSize, 1)+len(row)/max(rowChunkSize, 1)+5)
+		var n int
+		if stage, n, err = etcdstore.AppendChunkPuts(stage, deltaKey, blob, chunkSize); err != nil {
 			return CommitInfo{}, err
 		}
-		stage = append(stage, trim(ops)...)
-		ops, err = etcdstore.ChunkOps(rowKey, row, limits.ChunkSize(len(rowKey)+5)-reserveBytes)
-		if err != nil {
+		if risk {
+			stage = append(stage, etcdstore.ChunkTailDelete(deltaKey, n))
+		}
+		if stage, n, err = etcdstore.AppendChunkPuts(stage, rowKey, row, rowChunkSize); err != nil {
 			return CommitInfo{}, err
 		}
-		stage = append(stage, trim(ops)...)
+		if risk {
+			stage = append(stage, etcdstore.ChunkTailDelete(rowKey, n))
+		}
 	} else {
 		// No delta: make sure no orphan of an unfinished commit with this
 		// txid becomes visible with the head.
@@ -218,10 +256,13 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(deltaKey)),
 			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
 	}
-	flip := []etcdstore.Op{etcdstore.OpPut(keys.Head(db.name), head.marshal())}
+	// all is stage and the flip, in stage's spare room when it has some;
+	// stage is clipped so that nothing appended to it can reach the flip.
+	all := append(stage, etcdstore.OpPut(headKey, head.marshal()))
+	stage, flip := all[:len(all)-1:len(all)-1], all[len(all)-1:]
 
 	var rev int64
-	if all := append(stage[:len(stage):len(stage)], flip...); spool == nil && limits.Fits(cmps, all) {
+	if spool == nil && limits.Fits(cmps, all) {
 		info.Txns = 1
 		res, err := db.p.store.Txn(ctx, cmps, all)
 		if rev, err = tx.flipResult(ctx, res, err, cmps, head); err != nil {

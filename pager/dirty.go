@@ -96,6 +96,23 @@ func (d *dirtySet) get(pgno uint32, dst []byte) (bool, error) {
 	return false, nil
 }
 
+// view returns dirty page pgno without copying it when it is in memory;
+// a spooled page is read into *scratch, allocated on first use. The result
+// must not be modified and is valid until the set or *scratch changes.
+func (d *dirtySet) view(pgno uint32, scratch *[]byte) ([]byte, error) {
+	if buf, ok := d.mem[pgno]; ok {
+		return buf, nil
+	}
+	if *scratch == nil {
+		*scratch = make([]byte, d.pageSize)
+	}
+	ok, err := d.get(pgno, *scratch)
+	if err == nil && !ok {
+		err = fmt.Errorf("page %d is not dirty", pgno)
+	}
+	return *scratch, err
+}
+
 // truncate drops pages above pages.
 func (d *dirtySet) truncate(pages uint32) {
 	for p := range d.mem {
