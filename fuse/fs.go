@@ -309,7 +309,9 @@ func (fsys *FS) database(ctx context.Context, name string) (*dbNode, error) {
 	fsys.root.NewPersistentInode(ctx, d, fs.StableAttr{Mode: syscall.S_IFREG})
 	fsys.root.AddChild(name, d.EmbeddedInode(), true)
 	fsys.dbs[name] = d
-	db.OnChange(d.remoteChange)
+	// Not on the pager's watch goroutine: remoteChange takes d.mu, under
+	// which Acquire waits for that goroutine to stop.
+	db.OnChange(func(h pager.Head) { go d.remoteChange(h) })
 	return d, nil
 }
 
