@@ -22,7 +22,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	testEtcd, err = etcdstore.StartEmbedded(context.Background(), etcdstore.EmbedConfig{DataDir: dir})
+	// 8 GiB: the commit benchmarks at 100 pages a commit write gigabytes
+	// over a few seconds and filled etcd's default 2 GiB.
+	testEtcd, err = etcdstore.StartEmbedded(context.Background(), etcdstore.EmbedConfig{DataDir: dir, QuotaBackendBytes: 8 << 30})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start embedded etcd:", err)
 		os.Exit(1)
