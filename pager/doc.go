@@ -28,6 +28,11 @@
 // Blobs are fetched once and cached; a page of a multi-chunk blob costs one
 // chunk read, with one chunk of read-ahead.
 //
+// A Database follows etcd with a watch on its keys, applying other hosts'
+// commits and compaction passes, except while it holds the fence: then it
+// alone changes them and applies its own commits as it makes them (Acquire
+// stops the watch, Release resumes it from the last revision applied).
+//
 // # Compaction
 //
 // Database.Compact folds deltas into versioned shards: stage a new version,
