@@ -119,7 +119,8 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	fsys := &FS{opts: opts, log: log, dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
+	// mnt is set before serving: lock agents open files through it.
+	fsys := &FS{opts: opts, log: log, mnt: mountpoint, dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
 	fsys.root = &rootNode{fsys: fsys}
 	mo := gofuse.MountOptions{
 		Name:          "kvfs",
@@ -147,7 +148,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	fsys.server, fsys.mnt = server, mountpoint
+	fsys.server = server
 	return fsys, nil
 }
 
