@@ -315,7 +315,8 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 	}
 	mine := d.leaseLiveLocked()
 	stale := d.staleLocked() && d.tx == nil
-	wantGuard := (!mine && d.holderOther) || stale
+	holderOther := d.holderOther
+	wantGuard := (!mine && holderOther) || stale
 	var next time.Duration
 	switch {
 	case d.tx != nil && d.txLocked && !d.journalActive():
@@ -337,6 +338,7 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 		// Fold what compaction wants folded while this host can still
 		// write, then release if still idle.
 		hook(ctx, d.db)
+		next = 0
 		d.mu.Lock()
 		if d.leaseLiveLocked() {
 			next = d.maybeReleaseLocked(ctx, true)
@@ -345,7 +347,7 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 	}
 
 	if wantGuard != a.guardUp {
-		d.fsys.log.Debug("guard", "db", d.name, "want", wantGuard, "holderOther", d.holderOther, "stale", stale)
+		d.fsys.log.Debug("guard", "db", d.name, "want", wantGuard, "holderOther", holderOther, "stale", stale)
 		if wantGuard {
 			// Fails while a local writer holds RESERVED: it meets the
 			// lease at its journal; try again.
