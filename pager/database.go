@@ -424,6 +424,11 @@ func (db *Database) Acquire(ctx context.Context, f Fence) error {
 	db.mu.Lock()
 	db.fence = f
 	db.mu.Unlock()
+	// Under the fence nobody else changes the database's keys, and this
+	// host applies its own commits and compaction passes as it makes them:
+	// following etcd would only bring each commit back (its delta too).
+	// Release follows again from the last revision applied.
+	db.stopFollowing()
 	return nil
 }
 
@@ -431,11 +436,19 @@ func (db *Database) Acquire(ctx context.Context, f Fence) error {
 // lease itself). It fails with ErrTxOpen while a transaction is open.
 func (db *Database) Release() error {
 	db.mu.Lock()
-	defer db.mu.Unlock()
 	if db.tx != nil {
+		db.mu.Unlock()
 		return ErrTxOpen
 	}
 	db.fence = nil
+	resume := db.stopWatch == nil && !db.removed && !db.stale
+	rev := db.viewRev
+	db.mu.Unlock()
+	if resume {
+		// Another host's commits from here on (a lost lease's successor's
+		// too) arrive as before Acquire.
+		db.startFollowing(rev + 1)
+	}
 	return nil
 }
 

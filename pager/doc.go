@@ -29,7 +29,9 @@
 // chunk read, with one chunk of read-ahead.
 //
 // A Database follows etcd with a watch on its keys, applying other hosts'
-// commits and compaction passes (a writer also sees its own come back).
+// commits and compaction passes, except while it holds the fence: then it
+// alone changes them and applies its own commits as it makes them (Acquire
+// stops the watch, Release resumes it from the last revision applied).
 //
 // # Compaction
 //
