@@ -208,14 +208,17 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 	d.awaitAgent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	begins := d.tx == nil
 	tx, err := d.ensureTxLocked(ctx)
 	if err != nil {
 		return 0, d.fsys.errno("write", d.name, err)
 	}
 	if d.agent != nil {
 		d.lastWrite = time.Now()
-		if !d.txLocked && !d.journalActive() && d.agent.isReady() && d.agent.writerActive() {
-			// A SQLite writer without a journal: its unlock commits.
+		// A SQLite writer without a journal holds its lock from the first
+		// write of its transaction on: its unlock commits. Looked at once,
+		// when the transaction begins, not on every write.
+		if begins && d.agent.isReady() && d.agent.writerActive() && !d.journalActive() {
 			d.txLocked = true
 			d.agent.poke()
 		}
