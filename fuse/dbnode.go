@@ -48,6 +48,7 @@ type dbNode struct {
 	holderOther bool      // another host holds the write lease
 	doomed      bool      // a local writer past RESERVED cannot commit
 	txLocked    bool      // the open transaction's writer held a SQLite lock
+	txNonce     uint32    // the journal header's nonce when the open transaction began
 	lastWrite   time.Time // of this host's last write activity
 }
 
@@ -78,8 +79,11 @@ func (d *dbNode) gone() bool { return d.removed.Load() }
 // fill reports the file's attributes: its size as this host sees it (the
 // open transaction's, else the last commit's), commit time as mtime.
 func (d *dbNode) fill(a *gofuse.Attr) {
-	h := d.db.Head()
+	// The head is read under mu: a commit in progress holds it, and a head
+	// read before the commit with the transaction gone after it would
+	// report the old size; the kernel would cut its cached pages to it.
 	d.mu.Lock()
+	h := d.db.Head()
 	size := h.Size()
 	if d.tx != nil {
 		size = d.tx.Size()
@@ -208,10 +212,23 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 	d.awaitAgent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.tx != nil && d.txNonce != 0 && d.journalNonce() != d.txNonce {
+		// The journal now belongs to a later transaction: the open one
+		// ended at a header zeroing kvfs did not see (passthrough, with
+		// synchronous=OFF and locking_mode=EXCLUSIVE). Commit it first.
+		err := d.commitLocked(ctx, "journal restarted")
+		d.transactionEndedLocked()
+		if err != nil {
+			return 0, d.fsys.errno("write", d.name, err)
+		}
+	}
 	begins := d.tx == nil
 	tx, err := d.ensureTxLocked(ctx)
 	if err != nil {
 		return 0, d.fsys.errno("write", d.name, err)
+	}
+	if begins {
+		d.txNonce = d.journalNonce()
 	}
 	if d.agent != nil {
 		d.lastWrite = time.Now()
@@ -354,7 +371,7 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 	if tx == nil {
 		return nil
 	}
-	d.tx, d.writer, d.txLocked = nil, nil, false
+	d.tx, d.writer, d.txLocked, d.txNonce = nil, nil, false, 0
 	d.lastWrite = time.Now()
 	if d.agent != nil {
 		defer d.agent.poke() // the lease's idle timer restarts
@@ -414,7 +431,7 @@ func checkHeader(ctx context.Context, tx *pager.Tx) error {
 func (d *dbNode) rollbackLocked() {
 	if d.tx != nil {
 		d.tx.Rollback()
-		d.tx, d.writer, d.txLocked = nil, nil, false
+		d.tx, d.writer, d.txLocked, d.txNonce = nil, nil, false, 0
 		d.invalidate()
 	}
 }
@@ -458,6 +475,18 @@ func (d *dbNode) journalActive() bool {
 	s := d.fsys.sides[d.name+"-journal"]
 	d.fsys.mu.Unlock()
 	return s != nil && s.live()
+}
+
+// journalNonce is the nonce of the database's journal header on this
+// host, 0 without one.
+func (d *dbNode) journalNonce() uint32 {
+	d.fsys.mu.Lock()
+	s := d.fsys.sides[d.name+"-journal"]
+	d.fsys.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	return s.nonce()
 }
 
 func (d *dbNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (errno syscall.Errno) {

@@ -21,6 +21,25 @@
 // SQLite does not fsync: the writer's unlock is the commit point (see
 // Locks).
 //
+// # Journals pass through
+//
+// A journal's reads and writes go from the kernel straight to its spool
+// file (FUSE passthrough, Linux 6.9 and root), not through kvfs: seven or
+// more requests fewer per autocommit transaction. kvfs still sees the
+// journal's creation, truncation, fsyncs, close and deletion, so header
+// zeroing is seen at the fsync SQLite issues right after it; with
+// synchronous=OFF there is none, and the transaction commits at the
+// journal's close (just after the statement returns) or, with
+// locking_mode=EXCLUSIVE, when the next transaction first writes the
+// database (its journal header carries a new nonce) or the connection
+// closes. Where passthrough is unavailable, go-fuse falls back to ordinary
+// requests and the zeroing write itself commits.
+//
+// Other requests saved per transaction: directories are never opened
+// (OPENDIR answers ENOSYS, so SQLite's directory fsync costs nothing), and
+// the attributes are not fetched before SQLite's chown of a new journal
+// (kvfs files have no set-ID bits to clear).
+//
 // # Locks
 //
 // By default the kernel arbitrates SQLite's POSIX locks, so a lock call
@@ -34,11 +53,13 @@
 //   - Another host's commit becomes this host's read view under PENDING and
 //     EXCLUSIVE, as a local writer's commit would: no read transaction sees
 //     it land in its middle; new ones wait (busy handler) for a moment.
-//   - A local writer's journal header is where kvfs learns of a write
-//     transaction: it takes the lease then (asking the holder to hand it
-//     over); if it cannot, or the writer read an older commit than the
-//     head, kvfs holds a read lock in the SHARED range so the writer's
-//     EXCLUSIVE lock fails with SQLITE_BUSY until it rolls back.
+//   - A local writer opening its journal for writing is where kvfs learns
+//     of a write transaction: it takes the lease then (asking the holder to
+//     hand it over); if it cannot, or the writer read an older commit than
+//     the head, kvfs holds a read lock in the SHARED range so the writer's
+//     EXCLUSIVE lock fails with SQLITE_BUSY until it rolls back. If etcd
+//     cannot be reached, the journal's first fsync fails instead (an I/O
+//     error, before the database is written).
 //   - The lease holder releases the lease after Options.IdleRelease
 //     without writes (at once if another host asked), once no local
 //     process holds RESERVED.

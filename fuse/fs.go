@@ -137,15 +137,24 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		// automatic invalidation would drop the writer's cache at every
 		// commit, whose mtime changes.
 		ExplicitDataCacheControl: true,
+		// kvfs files never carry set-user/group-ID bits, so there are none
+		// to clear; without this the kernel asks for the attributes before
+		// each chown (SQLite running as root chowns every new journal).
+		ExtraCapabilities: gofuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
-	server, err := fs.Mount(mountpoint, fsys.root, &fs.Options{
+	raw := fs.NewNodeFS(fsys.root, &fs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 	})
+	server, err := gofuse.NewServer(noOpendirFS{raw}, mountpoint, &mo)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	fsys.server = server
@@ -348,11 +357,14 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
 		s, err := fsys.createSide(ctx, name)
+		if err == nil {
+			err = s.opened(ctx, flags)
+		}
 		if err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
 		s.fill(&out.Attr)
-		return s.EmbeddedInode(), &sideHandle{s: s}, sideOpenFlags, 0
+		return s.EmbeddedInode(), &sideHandle{s: s}, s.openFlags(), 0
 	}
 	err := fsys.opts.Pager.Create(ctx, name)
 	if errors.Is(err, pager.ErrExists) {

@@ -3,7 +3,9 @@ package fuse
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -24,9 +26,9 @@ type sideNode struct {
 	name string
 	db   string // the database it belongs to
 
-	mu   sync.Mutex
-	f    *os.File
-	size int64
+	mu        sync.Mutex
+	f         *os.File // the spool file; with passthrough the kernel writes it directly
+	intentErr error    // why the journal's transaction cannot commit (etcd down), if known at its open
 }
 
 var (
@@ -40,10 +42,57 @@ var (
 
 type sideHandle struct{ s *sideNode }
 
+var (
+	_ fs.FilePassthroughFder = (*sideHandle)(nil)
+	_ fs.FileReleaser        = (*sideHandle)(nil)
+)
+
+// PassthroughFd hands a journal's spool file to the kernel (FUSE
+// passthrough): SQLite's journal reads and writes then go to it directly,
+// without a request each — seven or more per autocommit transaction. kvfs
+// still sees the journal's creation, truncation, fsyncs, closes and
+// deletion, which is where it looks for commit points (see Fsync). Where
+// passthrough is unavailable (not root, kernel before 6.9) go-fuse falls
+// back to ordinary requests and Write sees every write.
+func (h *sideHandle) PassthroughFd() (int, bool) {
+	s := h.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.isJournal() || s.f == nil {
+		return 0, false
+	}
+	return int(s.f.Fd()), true
+}
+
+// Release of a journal whose header is zeroed ends a transaction of
+// journal_mode=PERSIST with synchronous=OFF (no fsync follows the zeroing):
+// SQLite closes the journal before it unlocks the database.
+func (h *sideHandle) Release(ctx context.Context) (errno syscall.Errno) {
+	s := h.s
+	defer s.fsys.recoverErrno("release", &errno)
+	if s.isJournal() && s.zeroed() {
+		if err := s.commitDB(uninterruptible(ctx), "journal closed"); err != nil {
+			s.fsys.log.Warn("commit at journal close", "db", s.db, "err", err)
+		}
+	}
+	return 0
+}
+
 // sideOpenFlags: side files are not cached by the kernel, and closing one
 // needs no FLUSH (nothing is buffered; the journal's commit points are its
-// truncation, header zeroing and deletion).
-const sideOpenFlags = gofuse.FOPEN_DIRECT_IO | gofuse.FOPEN_NOFLUSH
+// truncation, header zeroing and deletion). Journals leave out direct I/O,
+// which would override passthrough.
+const (
+	sideOpenFlags    = gofuse.FOPEN_DIRECT_IO | gofuse.FOPEN_NOFLUSH
+	journalOpenFlags = gofuse.FOPEN_NOFLUSH
+)
+
+func (s *sideNode) openFlags() uint32 {
+	if s.isJournal() {
+		return journalOpenFlags
+	}
+	return sideOpenFlags
+}
 
 func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) {
 	db, _ := isSide(name)
@@ -74,16 +123,54 @@ func (s *sideNode) isJournal() bool { return strings.HasSuffix(s.name, "-journal
 // non-zero header (SQLite zeroes the header, truncates or deletes the
 // journal to end one).
 func (s *sideNode) live() bool {
+	hdr, _ := s.header()
+	return len(hdr) > 0 && !allZero(hdr[:min(8, len(hdr))])
+}
+
+// zeroed reports whether a journal's header is all zeros: SQLite ended its
+// transaction by zeroing it (journal_mode=PERSIST, locking_mode=EXCLUSIVE).
+// A header being written is never all zeros: its nonce, sizes and page
+// size are set from the first write on, its magic only at the first sync.
+func (s *sideNode) zeroed() bool {
+	hdr, _ := s.header()
+	return len(hdr) == journalHeaderMin && allZero(hdr)
+}
+
+// nonce returns a journal header's random checksum seed, which SQLite
+// draws anew for every transaction; 0 when there is none.
+func (s *sideNode) nonce() uint32 {
+	hdr, _ := s.header()
+	if len(hdr) < journalHeaderMin {
+		return 0
+	}
+	return binary.BigEndian.Uint32(hdr[12:])
+}
+
+// header reads up to journalHeaderMin bytes from the start of the file.
+func (s *sideNode) header() ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.size == 0 {
-		return false
+	if s.f == nil {
+		return nil, os.ErrClosed
 	}
-	hdr := make([]byte, min(8, s.size))
-	if _, err := s.f.ReadAt(hdr, 0); err != nil {
-		return true
+	hdr := make([]byte, journalHeaderMin)
+	n, err := s.f.ReadAt(hdr, 0)
+	if err == io.EOF {
+		err = nil
 	}
-	return !allZero(hdr)
+	return hdr[:n], err
+}
+
+// sizeLocked is the spool file's size; the kernel may have written it.
+func (s *sideNode) sizeLocked() int64 {
+	if s.f == nil {
+		return 0
+	}
+	fi, err := s.f.Stat()
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 func allZero(b []byte) bool {
@@ -95,7 +182,7 @@ func (s *sideNode) fill(a *gofuse.Attr) {
 	defer s.mu.Unlock()
 	a.Mode = syscall.S_IFREG | 0o644
 	a.Nlink = 1
-	a.Size = uint64(s.size)
+	a.Size = uint64(s.sizeLocked())
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 4096
 }
@@ -144,11 +231,10 @@ func (s *sideNode) truncate(ctx context.Context, size int64) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.f.Truncate(size); err != nil {
-		return err
+	if s.f == nil {
+		return os.ErrClosed
 	}
-	s.size = size
-	return nil
+	return s.f.Truncate(size)
 }
 
 func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ uint32, errno syscall.Errno) {
@@ -159,67 +245,100 @@ func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ u
 			return nil, 0, s.fsys.errno("open", s.name, err)
 		}
 	}
-	return &sideHandle{s: s}, sideOpenFlags, 0
+	if err := s.opened(ctx, flags); err != nil {
+		return nil, 0, s.fsys.errno("open", s.name, err)
+	}
+	return &sideHandle{s: s}, s.openFlags(), 0
+}
+
+// opened notes a write transaction starting: SQLite opens (or creates) a
+// database's journal for writing when a write transaction first changes a
+// page, under its RESERVED lock. A live journal opened for writing is a
+// hot journal being rolled back instead. If the transaction cannot commit
+// for a reason other than another host's lease (etcd is down), the open
+// still succeeds — SQLite would report "unable to open database file" —
+// and the journal's first fsync fails instead: "disk I/O error", before
+// any page of the database is written.
+func (s *sideNode) opened(ctx context.Context, flags uint32) error {
+	if !s.isJournal() || flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 || s.live() {
+		return nil
+	}
+	d := s.database()
+	if d == nil {
+		return nil
+	}
+	d.awaitAgent()
+	d.mu.Lock()
+	err := d.writeIntentLocked(ctx)
+	d.mu.Unlock()
+	if err != nil {
+		s.fsys.log.Debug("journal opened for a transaction that cannot commit", "db", s.db, "err", err)
+	}
+	s.mu.Lock()
+	s.intentErr = err
+	s.mu.Unlock()
+	return nil
 }
 
 func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
 	defer s.fsys.recoverErrno("read", &errno)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if off >= s.size {
-		return gofuse.ReadResultData(nil), 0
+	if s.f == nil {
+		return nil, syscall.EBADF
 	}
-	n := int64(len(dest))
-	if off+n > s.size {
-		n = s.size - off
-	}
-	m, err := s.f.ReadAt(dest[:n], off)
-	if err != nil && int64(m) != n {
+	m, err := s.f.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
 		return nil, s.fsys.errno("read", s.name, err)
 	}
 	return gofuse.ReadResultData(dest[:m]), 0
 }
 
+// Write serves side files the kernel does not pass through (and journals
+// where passthrough is unavailable).
 func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
 	defer s.fsys.recoverErrno("write", &errno)
 	ctx = uninterruptible(ctx)
 	// Zeroing a live journal's header is the commit point of
 	// journal_mode=PERSIST and of locking_mode=EXCLUSIVE.
-	if off == 0 && len(data) >= 8 && s.isJournal() {
-		switch live := s.live(); {
-		case allZero(data) && live:
-			if err := s.commitDB(ctx, "journal header zeroed"); err != nil {
-				return 0, s.fsys.errno("write", s.name, err)
-			}
-		case !live && len(data) >= journalHeaderMin && !allZero(data[:journalHeaderMin]):
-			// A new journal header (its magic stays zero until SQLite
-			// syncs the journal; its nonce, sizes and page size do not):
-			// a write transaction starts.
-			if d := s.database(); d != nil {
-				d.awaitAgent()
-				d.mu.Lock()
-				err := d.writeIntentLocked(ctx)
-				d.mu.Unlock()
-				if err != nil {
-					return 0, s.fsys.errno("write", s.name, err)
-				}
-			}
+	if off == 0 && len(data) >= journalHeaderMin && s.isJournal() && allZero(data) && s.live() {
+		if err := s.commitDB(ctx, "journal header zeroed"); err != nil {
+			return 0, s.fsys.errno("write", s.name, err)
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n, err := s.f.WriteAt(data, off)
-	if end := off + int64(n); end > s.size {
-		s.size = end
+	if s.f == nil {
+		return 0, syscall.EBADF
 	}
+	n, err := s.f.WriteAt(data, off)
 	if err != nil {
 		return uint32(n), s.fsys.errno("write", s.name, err)
 	}
 	return uint32(n), 0
 }
 
-// Fsync is a no-op: side files are host-local and die with kvfs anyway.
-func (s *sideNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno { return 0 }
+// Fsync of a journal whose header is zeroed is the commit point of
+// journal_mode=PERSIST and of locking_mode=EXCLUSIVE: SQLite syncs the
+// journal right after zeroing its header (unless synchronous=OFF; then the
+// journal's close, or the next transaction's first database write, ends
+// the transaction). Side files themselves are host-local and die with kvfs
+// anyway: nothing is synced.
+func (s *sideNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (errno syscall.Errno) {
+	defer s.fsys.recoverErrno("fsync", &errno)
+	s.mu.Lock()
+	intentErr := s.intentErr
+	s.mu.Unlock()
+	if intentErr != nil && s.live() {
+		return s.fsys.errno("fsync", s.name, intentErr)
+	}
+	if s.isJournal() && s.zeroed() {
+		if err := s.commitDB(uninterruptible(ctx), "journal header zeroed"); err != nil {
+			return s.fsys.errno("fsync", s.name, err)
+		}
+	}
+	return 0
+}
 
 // discard closes the spool file.
 func (s *sideNode) discard() {
