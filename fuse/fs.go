@@ -53,6 +53,11 @@ type Options struct {
 	// holder to go idle (see IdleRelease). Off by default: kvfs then takes
 	// part in locking through descriptions of its own (see lockAgent).
 	ForwardLocks bool
+	// NoPassthrough serves journals' reads and writes through kvfs, as
+	// ordinary FUSE requests, instead of handing the kernel their spool
+	// files (FUSE passthrough, used where the kernel and privileges allow:
+	// seven or more requests fewer per transaction).
+	NoPassthrough bool
 	// IdleRelease is how long a host keeps a database's write lease after
 	// its last write transaction when locks are left to the kernel (default
 	// 250 ms): other hosts' writers get SQLITE_BUSY until it is released.

@@ -58,7 +58,7 @@ func (h *sideHandle) PassthroughFd() (int, bool) {
 	s := h.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.isJournal() || s.f == nil {
+	if !s.passThrough() || s.f == nil {
 		return 0, false
 	}
 	return int(s.f.Fd()), true
@@ -70,8 +70,8 @@ func (h *sideHandle) PassthroughFd() (int, bool) {
 func (h *sideHandle) Release(ctx context.Context) (errno syscall.Errno) {
 	s := h.s
 	defer s.fsys.recoverErrno("release", &errno)
-	if s.isJournal() && s.zeroed() {
-		if err := s.commitDB(uninterruptible(ctx), "journal closed"); err != nil {
+	if s.isJournal() {
+		if err := s.commitIfZeroed(uninterruptible(ctx), "journal closed"); err != nil {
 			s.fsys.log.Warn("commit at journal close", "db", s.db, "err", err)
 		}
 	}
@@ -88,11 +88,14 @@ const (
 )
 
 func (s *sideNode) openFlags() uint32 {
-	if s.isJournal() {
+	if s.passThrough() {
 		return journalOpenFlags
 	}
 	return sideOpenFlags
 }
+
+// passThrough reports whether the kernel is offered the file's spool file.
+func (s *sideNode) passThrough() bool { return s.isJournal() && !s.fsys.opts.NoPassthrough }
 
 func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) {
 	db, _ := isSide(name)
@@ -201,6 +204,24 @@ func (s *sideNode) commitDB(ctx context.Context, why string) error {
 		return nil
 	}
 	return d.commitPoint(ctx, why)
+}
+
+// commitIfZeroed commits the database's open transaction if the journal's
+// header is zeroed. It looks under the database's lock: a later
+// transaction's first database write (which needs that lock) comes after
+// its new header, so what it finds zeroed ends the transaction it commits.
+func (s *sideNode) commitIfZeroed(ctx context.Context, why string) error {
+	d := s.database()
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tx == nil || !s.zeroed() {
+		return nil
+	}
+	defer d.transactionEndedLocked()
+	return d.commitLocked(ctx, why)
 }
 
 func (s *sideNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
@@ -332,8 +353,8 @@ func (s *sideNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (er
 	if intentErr != nil && s.live() {
 		return s.fsys.errno("fsync", s.name, intentErr)
 	}
-	if s.isJournal() && s.zeroed() {
-		if err := s.commitDB(uninterruptible(ctx), "journal header zeroed"); err != nil {
+	if s.isJournal() {
+		if err := s.commitIfZeroed(uninterruptible(ctx), "journal header zeroed"); err != nil {
 			return s.fsys.errno("fsync", s.name, err)
 		}
 	}

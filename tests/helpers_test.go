@@ -56,13 +56,14 @@ func requireFUSE(t *testing.T) {
 
 // mountOpts configure one mount ("host").
 type mountOpts struct {
-	Prefix       string // key prefix; "" = a fresh one
-	Etcd         etcdstore.Config
-	Quota        pager.Quota
-	Owner        string
-	HandoffWait  time.Duration
-	ForwardLocks bool
-	ReadOnly     bool
+	Prefix        string // key prefix; "" = a fresh one
+	Etcd          etcdstore.Config
+	Quota         pager.Quota
+	Owner         string
+	HandoffWait   time.Duration
+	ForwardLocks  bool
+	ReadOnly      bool
+	NoPassthrough bool
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -108,7 +109,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, ReadOnly: o.ReadOnly, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, ReadOnly: o.ReadOnly, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

@@ -66,6 +66,10 @@ type Config struct {
 	// without the write lease asks for it at once instead of waiting for
 	// the holder to be idle for IdleRelease.
 	ForwardLocks bool `yaml:"forward_locks"`
+	// JournalPassthrough hands journals' spool files to the kernel (FUSE
+	// passthrough, Linux 6.9+ as root) so their writes skip kvfs; off,
+	// every journal write is a FUSE request.
+	JournalPassthrough bool `yaml:"journal_passthrough"`
 	// IdleRelease is how long a host keeps a database's write lease after
 	// its last write; meanwhile other hosts' writers get SQLITE_BUSY.
 	IdleRelease Duration `yaml:"idle_release"`
@@ -186,14 +190,15 @@ func DefaultConfig() Config {
 			QuotaBackendBytes:       2 << 30,
 			AutoCompactionRetention: Duration(time.Hour),
 		},
-		DataDir:         "/var/lib/kvfs",
-		Prefix:          etcdstore.DefaultPrefix,
-		Mountpoint:      "/mnt/kvfs",
-		LeaseTTL:        Duration(10 * time.Second),
-		Cache:           CacheConfig{PageBytes: 64 << 20, BlobBytes: 64 << 20, DirtyMemBytes: 64 << 20},
-		ShutdownTimeout: Duration(30 * time.Second),
-		IdleRelease:     Duration(250 * time.Millisecond),
-		Log:             LogConfig{Level: "info", Format: "text"},
+		DataDir:            "/var/lib/kvfs",
+		Prefix:             etcdstore.DefaultPrefix,
+		Mountpoint:         "/mnt/kvfs",
+		LeaseTTL:           Duration(10 * time.Second),
+		Cache:              CacheConfig{PageBytes: 64 << 20, BlobBytes: 64 << 20, DirtyMemBytes: 64 << 20},
+		ShutdownTimeout:    Duration(30 * time.Second),
+		IdleRelease:        Duration(250 * time.Millisecond),
+		JournalPassthrough: true,
+		Log:                LogConfig{Level: "info", Format: "text"},
 		Compaction: CompactionConfig{
 			MaxDeltas: 64, MaxDeltaBytes: 32 << 20, IdleAfter: Duration(10 * time.Second), ShardPages: 1024,
 			HistoryRetention: Duration(10 * time.Minute), Defrag: "auto",
@@ -450,6 +455,7 @@ var settings = []setting{
 	{"metrics_addr", "metrics-addr", "HOST:PORT serving /metrics and /healthz (\"\" disables)", func(c *Config) any { return &c.MetricsAddr }, true},
 	{"allow_other", "allow-other", "let other users access the mount", func(c *Config) any { return &c.AllowOther }, true},
 	{"forward_locks", "forward-locks", "forward file locks to kvfs (slower reads; see kvfs.yaml)", func(c *Config) any { return &c.ForwardLocks }, true},
+	{"journal_passthrough", "journal-passthrough", "let the kernel write journals without kvfs (FUSE passthrough, where available)", func(c *Config) any { return &c.JournalPassthrough }, true},
 	{"idle_release", "idle-release", "keep a database's write lease this long after the last write", func(c *Config) any { return &c.IdleRelease }, true},
 	{"read_only", "read-only", "refuse every write through the mount", func(c *Config) any { return &c.ReadOnly }, true},
 	{"shutdown_timeout", "shutdown-timeout", "how long SIGTERM waits for in-flight operations before exiting anyway", func(c *Config) any { return &c.ShutdownTimeout }, true},

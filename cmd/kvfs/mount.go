@@ -135,7 +135,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	fopts := kvfuse.Options{
 		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
-		ForwardLocks: cfg.ForwardLocks, IdleRelease: time.Duration(cfg.IdleRelease),
+		ForwardLocks: cfg.ForwardLocks, NoPassthrough: !cfg.JournalPassthrough, IdleRelease: time.Duration(cfg.IdleRelease),
 		Debug: cfg.FUSEDebug, Logger: log,
 	}
 	if cfg.Compaction.MaxDeltas > 0 {
