@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
@@ -48,17 +47,8 @@ func testCommitPoints(t *testing.T, m *mount, passthrough bool) {
 			for _, locking := range []string{"normal", "exclusive"} {
 				name := fmt.Sprintf("%s-%s-%s.db", mode, sync, locking)
 				t.Run(name, func(t *testing.T) {
-					db, err := sql.Open("sqlite3", "file:"+m.Path(name)+"?_busy_timeout=5000")
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer db.Close()
-					db.SetMaxOpenConns(1)
-					c, err := db.Conn(context.Background())
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer c.Close() // before db.Close: an open file keeps the mount busy
+					c, closeConn := openConnCloser(t, m.Path(name), "_busy_timeout=5000")
+					defer closeConn()
 					for _, p := range []string{"journal_mode=" + mode, "synchronous=" + sync, "locking_mode=" + locking} {
 						execConn(t, c, "pragma "+p)
 					}
@@ -84,8 +74,7 @@ func testCommitPoints(t *testing.T, m *mount, passthrough bool) {
 							t.Fatalf("after insert %d: %d commits in etcd, want %d", i, got-base, i)
 						}
 					}
-					c.Close()
-					db.Close() // the connection's last close: SQLite closes the journal
+					closeConn() // SQLite closes the journal
 					want := base + 5
 					if lagging {
 						want++ // the fifth insert, at the close

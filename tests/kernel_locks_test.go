@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -13,6 +14,17 @@ import (
 // parameters; it is closed in t.Cleanup.
 func openConn(t *testing.T, path, params string) *sql.Conn {
 	t.Helper()
+	conn, closeConn := openConnCloser(t, path, params)
+	t.Cleanup(closeConn)
+	return conn
+}
+
+// openConnCloser opens one go-sqlite3 connection to path and returns it
+// with a function that closes it for good (the connection, then its pool:
+// SQLite closes the file only then, and an open file keeps the mount busy).
+// Calling that function more than once is harmless.
+func openConnCloser(t *testing.T, path, params string) (*sql.Conn, func()) {
+	t.Helper()
 	db, err := sql.Open("sqlite3", fmt.Sprintf("file:%s?%s", path, params))
 	if err != nil {
 		t.Fatal(err)
@@ -20,10 +32,10 @@ func openConn(t *testing.T, path, params string) *sql.Conn {
 	db.SetMaxOpenConns(1)
 	conn, err := db.Conn(context.Background())
 	if err != nil {
+		db.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(); db.Close() })
-	return conn
+	return conn, sync.OnceFunc(func() { conn.Close(); db.Close() })
 }
 
 func execConn(t *testing.T, c *sql.Conn, q string) {

@@ -17,17 +17,8 @@ func TestSecondHostGetsBusy(t *testing.T) {
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
 	mustSQL(t, a.Path("b.db"), "create table t(host text);")
 
-	dbA, err := sql.Open("sqlite3", fmt.Sprintf("file:%s?_busy_timeout=0", a.Path("b.db")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dbA.Close()
-	dbA.SetMaxOpenConns(1)
-	conn, err := dbA.Conn(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn, closeConn := openConnCloser(t, a.Path("b.db"), "_busy_timeout=0")
+	defer closeConn()
 	if _, err := conn.ExecContext(t.Context(), "begin immediate"); err != nil {
 		t.Fatal(err)
 	}
