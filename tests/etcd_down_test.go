@@ -39,6 +39,14 @@ func TestEtcdDown(t *testing.T) {
 	db := m.Path("d.db")
 	mustSQL(t, db, "create table t(x); insert into t values (1), (2);")
 	want := mustSQL(t, db, "select * from t;")
+	// A connection in locking_mode=EXCLUSIVE keeps its journal open across
+	// transactions: once etcd is back, it commits again (SQLite reopens the
+	// journal after the failed transaction, and kvfs asks etcd anew).
+	x, closeX := openConnCloser(t, m.Path("x.db"), "_busy_timeout=5000")
+	defer closeX()
+	for _, q := range []string{"pragma locking_mode=exclusive", "create table t(x)", "insert into t values (1)"} {
+		execConn(t, x, q)
+	}
 
 	e.Close()
 	begin := time.Now()
@@ -47,6 +55,9 @@ func TestEtcdDown(t *testing.T) {
 		t.Fatalf("insert with etcd down: %v %q, want a disk I/O error", err, out)
 	}
 	t.Logf("insert failed after %s: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
+	if _, err := x.ExecContext(context.Background(), "insert into t values (2)"); err == nil || !strings.Contains(err.Error(), "I/O error") {
+		t.Fatalf("exclusive connection's insert with etcd down: %v, want a disk I/O error", err)
+	}
 
 	e = start()
 	var got string
@@ -66,6 +77,21 @@ func TestEtcdDown(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("insert after etcd returned: %v", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if _, err = x.ExecContext(context.Background(), "insert into t values (3)"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("exclusive connection's insert after etcd returned: %v", err)
+	}
+	if n := queryInt(t, x, "select sum(x) from t"); n != 4 {
+		t.Fatalf("exclusive connection reads sum %d, want 1+3", n)
+	}
+	closeX()
+	if out := mustSQL(t, m.Path("x.db"), "select x from t; pragma integrity_check;"); out != "1\n3\nok\n" {
+		t.Fatalf("exclusive database after close: %q", out)
 	}
 	if out := mustSQL(t, db, "select * from t; pragma integrity_check;"); out != "1\n2\n4\nok\n" {
 		t.Fatalf("final: %q", out)
