@@ -8,33 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
 	"github.com/kvfs/kvfs/fence"
+	"github.com/kvfs/kvfs/internal/testutil"
 	"github.com/kvfs/kvfs/pager"
 )
-
-// syncBuffer is a log sink safe for the handlers' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestPanicBecomesEIO: a handler that panics answers EIO and logs the
 // panic; the mount keeps serving.
@@ -61,7 +43,7 @@ func TestPanicBecomesEIO(t *testing.T) {
 	defer p.Close()
 	fm := fence.NewManager(store, keys, fence.Options{Owner: "panic-test", TTL: 3 * time.Second})
 	defer fm.Close(ctx)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	dir := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(dir, 0o755)
 	m, err := Mount(dir, Options{Pager: p, Fence: fm, SpoolDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore/etcdtest"
+	"github.com/kvfs/kvfs/internal/testutil"
 )
 
 // kvfsBinEnv names the environment variable that, when set, holds the path
@@ -59,7 +60,7 @@ type kvfsProc struct {
 	t    *testing.T
 	Dir  string // the mountpoint
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.SyncBuffer
 	done chan struct{} // closed when the process has been reaped
 	err  error         // cmd.Wait's result, set before done closes
 }
@@ -90,7 +91,7 @@ func startKVFS(t *testing.T, o procOpts) *kvfsProc {
 	args := []string{"mount", "--etcd", strings.Join(o.Endpoints, ","), "--prefix", o.Prefix,
 		"--lease-ttl", o.LeaseTTL.String(), "--spool-dir", t.TempDir()}
 	args = append(append(args, o.Args...), o.Dir)
-	p := &kvfsProc{t: t, Dir: o.Dir, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &kvfsProc{t: t, Dir: o.Dir, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Its own process group, so a ^C at the test reaches the cleanup first;
@@ -245,22 +246,4 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-// syncBuffer collects a child's output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -35,11 +35,12 @@ Example:
 	if err != nil {
 		return err
 	}
-	sess, err := openSession(ctx, cfg, newLogger(cfg, stderr))
+	sess, p, err := openPager(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.close()
+	defer p.Close()
 	names := pos
 	if len(names) == 0 {
 		dbs, err := sess.listHeads(ctx)
@@ -50,11 +51,6 @@ Example:
 			names = append(names, d.Name)
 		}
 	}
-	p, err := pager.New(sess.pagerOptions())
-	if err != nil {
-		return err
-	}
-	defer p.Close()
 	fm := sess.fence("compact")
 	defer fm.Close(context.Background())
 	for _, name := range names {

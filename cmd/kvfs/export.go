@@ -46,15 +46,11 @@ Example:
 		}
 	}
 
-	sess, err := openSession(ctx, cfg, newLogger(cfg, stderr))
+	sess, p, err := openPager(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.close()
-	p, err := pager.New(sess.pagerOptions())
-	if err != nil {
-		return err
-	}
 	defer p.Close()
 	db, err := p.Open(ctx, name)
 	if err != nil {

@@ -112,15 +112,11 @@ Example:
 		return fmt.Errorf("%s: %w", file, err)
 	}
 
-	sess, err := openSession(ctx, cfg, newLogger(cfg, stderr))
+	sess, p, err := openPager(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.close()
-	p, err := pager.New(sess.pagerOptions())
-	if err != nil {
-		return err
-	}
 	defer p.Close()
 	created := false
 	switch err := p.Create(ctx, name); {

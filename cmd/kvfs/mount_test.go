@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,12 +14,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/internal/testutil"
 )
 
 // requireFUSE skips the test when a real mount is impossible here.
@@ -58,7 +57,7 @@ type kvfsProcess struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	mnt    string
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	exited chan struct{}
 	err    error
 }
@@ -70,7 +69,7 @@ func startMount(t *testing.T, mnt string, args ...string) *kvfsProcess {
 	cmd := exec.Command(os.Args[0], append(append([]string{"mount"}, args...), mnt)...)
 	// Compact after two commits, so a short test sees compaction run.
 	cmd.Env = append(os.Environ(), runMainEnv+"=1", "KVFS_COMPACTION_MAX_DELTAS=2")
-	p := &kvfsProcess{t: t, cmd: cmd, mnt: mnt, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &kvfsProcess{t: t, cmd: cmd, mnt: mnt, stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -109,23 +108,6 @@ func (p *kvfsProcess) waitExit(timeout time.Duration) int {
 		p.t.Fatal(p.err)
 	}
 	return 0
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // waitMessage waits for a notification starting with prefix.

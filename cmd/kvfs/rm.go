@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"github.com/kvfs/kvfs/pager"
 )
 
 func rmCommand() command {
@@ -36,19 +34,15 @@ Example:
 		return err
 	}
 	name := pos[0]
-	sess, err := openSession(ctx, cfg, newLogger(cfg, stderr))
+	sess, p, err := openPager(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.close()
+	defer p.Close()
 	if _, _, err := sess.readHead(ctx, name); err != nil {
 		return err
 	}
-	p, err := pager.New(sess.pagerOptions())
-	if err != nil {
-		return err
-	}
-	defer p.Close()
 	fm := sess.fence("rm")
 	defer fm.Close(context.Background())
 	lease, err := acquire(ctx, fm, name, *wait)

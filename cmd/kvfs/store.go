@@ -186,6 +186,22 @@ func openSession(ctx context.Context, cfg Config, log *slog.Logger) (*session, e
 }
 
 // pagerOptions returns the pager options cfg asks for.
+// openPager opens a session and a pager on it, for a command that works
+// without a mount. The caller closes both, the pager first (defer them in
+// this order: session, then pager).
+func openPager(ctx context.Context, cfg Config, stderr io.Writer) (*session, *pager.Pager, error) {
+	sess, err := openSession(ctx, cfg, newLogger(cfg, stderr))
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := pager.New(sess.pagerOptions())
+	if err != nil {
+		sess.close()
+		return nil, nil, err
+	}
+	return sess, p, nil
+}
+
 func (s *session) pagerOptions() pager.Options {
 	return pager.Options{
 		Store:          s.store,

@@ -42,15 +42,11 @@ Example:
 	if err != nil {
 		return err
 	}
-	sess, err := openSession(ctx, cfg, newLogger(cfg, stderr))
+	sess, p, err := openPager(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.close()
-	p, err := pager.New(sess.pagerOptions())
-	if err != nil {
-		return err
-	}
 	defer p.Close()
 	names := pos
 	if len(names) == 0 {
