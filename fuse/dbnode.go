@@ -77,13 +77,18 @@ type dbHandle struct {
 func (d *dbNode) gone() bool { return d.removed.Load() }
 
 // fill reports the file's attributes: its size as this host sees it (the
-// open transaction's, else the last commit's), commit time as mtime.
+// open transaction's, else the host's read view's, else the last commit's),
+// that commit's time as mtime. Reporting a size the kernel's cached pages
+// do not reflect would make it cut them (and i_size) to that size: a read
+// transaction still on the view would then read past the end of the file.
 func (d *dbNode) fill(a *gofuse.Attr) {
-	// The head is read under mu: a commit in progress holds it, and a head
-	// read before the commit with the transaction gone after it would
-	// report the old size; the kernel would cut its cached pages to it.
+	// Under mu: a commit in progress holds it, and a head read before the
+	// commit with the transaction gone after it would report the old size.
 	d.mu.Lock()
 	h := d.db.Head()
+	if d.view != nil {
+		h = d.view.Head()
+	}
 	size := h.Size()
 	if d.tx != nil {
 		size = d.tx.Size()

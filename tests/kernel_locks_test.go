@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -172,4 +173,45 @@ func TestReadOnlyMountFollows(t *testing.T) {
 	}
 	mustSQL(t, a.Path("ro.db"), "pragma busy_timeout=10000; insert into t values (3);")
 	eventually(t, "read-only mount follows", "1\n3\n", func() string { out, _ := runSQL(ro.Path("ro.db"), "select x from t order by x;"); return out })
+}
+
+// TestRemoteShrinkWaitsForReadTransaction: another host empties and
+// VACUUMs the database while a read transaction on B is open. The file's
+// size B reports must stay its read view's meanwhile: a stat on B (any
+// process, after the kernel's attribute cache expired) reporting the new,
+// smaller size would make the kernel cut its cached pages and i_size, and
+// B's transaction would read past the end of the file.
+func TestRemoteShrinkWaitsForReadTransaction(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	mustSQL(t, a.Path("s.db"), `create table t(id integer primary key, v integer, pad blob);
+with recursive n(i) as (select 1 union all select i+1 from n where i < 4000)
+insert into t select i, 1, randomblob(500) from n;`)
+	eventually(t, "B sees the rows", "4000\n", func() string { return mustSQL(t, b.Path("s.db"), "select count(*) from t;") })
+	st, err := os.Stat(b.Path("s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := st.Size()
+
+	rb := openConn(t, b.Path("s.db"), "_busy_timeout=5000&cache=private")
+	execConn(t, rb, "pragma cache_size=10")
+	const sum = "select sum(v) from t"
+	execConn(t, rb, "begin")
+	if got := queryInt(t, rb, sum); got != 4000 {
+		t.Fatalf("B's first pass: sum %d, want 4000", got)
+	}
+	mustSQL(t, a.Path("s.db"), "pragma busy_timeout=10000; delete from t; vacuum;")
+	time.Sleep(1500 * time.Millisecond) // B's mount has the commit; its attribute cache expired
+	if st, err := os.Stat(b.Path("s.db")); err != nil || st.Size() != big {
+		t.Errorf("stat on B during its read transaction: size %v (%v), want its view's %d", st.Size(), err, big)
+	}
+	if got := queryInt(t, rb, sum); got != 4000 {
+		t.Fatalf("B's second pass in the same read transaction: sum %d, want 4000", got)
+	}
+	execConn(t, rb, "commit")
+	eventually(t, "B after its transaction", "0\n", func() string { return mustSQL(t, b.Path("s.db"), "select count(*) from t;") })
+	if st, err := os.Stat(b.Path("s.db")); err != nil || st.Size() >= big {
+		t.Fatalf("stat on B after: size %v (%v), want less than %d", st.Size(), err, big)
+	}
 }
