@@ -68,6 +68,20 @@ func eventually(t *testing.T, what string, want string, f func() string) {
 	t.Fatalf("%s: got %q, want %q", what, got, want)
 }
 
+// eventuallySQL polls sql on path through the sqlite3 CLI until it prints
+// want or 5 s pass. A failed run counts as a miss, not an error: a new
+// reader gets SQLITE_BUSY while kvfs applies another host's commit.
+func eventuallySQL(t *testing.T, what, path, sql, want string) {
+	t.Helper()
+	eventually(t, what, want, func() string {
+		out, err := runSQL(path, sql)
+		if err != nil {
+			return "error: " + out
+		}
+		return out
+	})
+}
+
 // TestRemoteCommitWaitsForReadTransaction: with locks left to the kernel,
 // another host's commit becomes this host's view only between read
 // transactions. A read transaction on B re-reads a table larger than
@@ -104,7 +118,7 @@ insert into t select i, 1, randomblob(500) from n;`)
 	if got != 8000 {
 		t.Fatalf("B after its read transaction: sum %d, want 8000", got)
 	}
-	eventually(t, "B's CLI", "8000\n", func() string { return mustSQL(t, b.Path("r.db"), sum+";") })
+	eventuallySQL(t, "B's CLI", b.Path("r.db"), sum+";", "8000\n")
 }
 
 // TestStaleWriterGetsBusy: a writer on B that took its RESERVED lock before
@@ -115,7 +129,7 @@ func TestStaleWriterGetsBusy(t *testing.T) {
 	a := mountKVFS(t, mountOpts{})
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
 	mustSQL(t, a.Path("w.db"), "create table t(host text);")
-	eventually(t, "B sees the table", "0\n", func() string { return mustSQL(t, b.Path("w.db"), "select count(*) from t;") })
+	eventuallySQL(t, "B sees the table", b.Path("w.db"), "select count(*) from t;", "0\n")
 
 	// B waits (busy timeout) until A, idle, releases the write lease.
 	wb := openConn(t, b.Path("w.db"), "_busy_timeout=10000")
@@ -139,7 +153,7 @@ func TestStaleWriterGetsBusy(t *testing.T) {
 	execConn(t, wb, "insert into t values ('b')")
 	execConn(t, wb, "commit")
 	for _, m := range []*mount{a, b} {
-		eventually(t, m.Dir, "a\nb\n", func() string { return mustSQL(t, m.Path("w.db"), "select host from t order by host;") })
+		eventuallySQL(t, m.Dir, m.Path("w.db"), "select host from t order by host;", "a\nb\n")
 	}
 }
 
@@ -153,10 +167,7 @@ func TestUnlockCommitsWithoutJournal(t *testing.T) {
 	wa := openConn(t, a.Path("m.db"), "_journal_mode=MEMORY&_sync=OFF")
 	execConn(t, wa, "create table t(x)")
 	execConn(t, wa, "insert into t values (42)")
-	eventually(t, "B reads A's row", "42\n", func() string {
-		out, _ := runSQL(b.Path("m.db"), "select x from t;")
-		return out
-	})
+	eventuallySQL(t, "B reads A's row", b.Path("m.db"), "select x from t;", "42\n")
 }
 
 // TestReadOnlyMountFollows: a read-only mount refuses writes with a clear
@@ -166,13 +177,13 @@ func TestReadOnlyMountFollows(t *testing.T) {
 	a := mountKVFS(t, mountOpts{})
 	ro := mountKVFS(t, mountOpts{Prefix: a.Prefix, ReadOnly: true})
 	mustSQL(t, a.Path("ro.db"), "create table t(x); insert into t values (1);")
-	eventually(t, "read-only mount reads", "1\n", func() string { out, _ := runSQL(ro.Path("ro.db"), "select x from t;"); return out })
+	eventuallySQL(t, "read-only mount reads", ro.Path("ro.db"), "select x from t;", "1\n")
 	out, err := runSQL(ro.Path("ro.db"), "insert into t values (2);")
 	if err == nil || !strings.Contains(out, "readonly") {
 		t.Fatalf("write on a read-only mount: %v %q, want a readonly error", err, out)
 	}
 	mustSQL(t, a.Path("ro.db"), "pragma busy_timeout=10000; insert into t values (3);")
-	eventually(t, "read-only mount follows", "1\n3\n", func() string { out, _ := runSQL(ro.Path("ro.db"), "select x from t order by x;"); return out })
+	eventuallySQL(t, "read-only mount follows", ro.Path("ro.db"), "select x from t order by x;", "1\n3\n")
 }
 
 // TestRemoteShrinkWaitsForReadTransaction: another host empties and
@@ -187,7 +198,7 @@ func TestRemoteShrinkWaitsForReadTransaction(t *testing.T) {
 	mustSQL(t, a.Path("s.db"), `create table t(id integer primary key, v integer, pad blob);
 with recursive n(i) as (select 1 union all select i+1 from n where i < 4000)
 insert into t select i, 1, randomblob(500) from n;`)
-	eventually(t, "B sees the rows", "4000\n", func() string { return mustSQL(t, b.Path("s.db"), "select count(*) from t;") })
+	eventuallySQL(t, "B sees the rows", b.Path("s.db"), "select count(*) from t;", "4000\n")
 	st, err := os.Stat(b.Path("s.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,10 +221,7 @@ insert into t select i, 1, randomblob(500) from n;`)
 		t.Fatalf("B's second pass in the same read transaction: sum %d, want 4000", got)
 	}
 	execConn(t, rb, "commit")
-	eventually(t, "B after its transaction", "0\n", func() string {
-		out, _ := runSQL(b.Path("s.db"), "select count(*) from t;") // busy while kvfs applies A's commit
-		return out
-	})
+	eventuallySQL(t, "B after its transaction", b.Path("s.db"), "select count(*) from t;", "0\n")
 	if st, err := os.Stat(b.Path("s.db")); err != nil || st.Size() >= big {
 		t.Fatalf("stat on B after: size %v (%v), want less than %d", st.Size(), err, big)
 	}
