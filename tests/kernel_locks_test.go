@@ -82,6 +82,28 @@ func eventuallySQL(t *testing.T, what, path, sql, want string) {
 	})
 }
 
+// bigTable is 4,000 rows of v = 1 with 500-byte pads: larger than the page
+// cache beginReadPass gives SQLite, so passes re-read the file.
+const bigTable = `create table t(id integer primary key, v integer, pad blob);
+with recursive n(i) as (select 1 union all select i+1 from n where i < 4000)
+insert into t select i, 1, randomblob(500) from n;`
+
+// sum is the read pass over bigTable.
+const sum = "select sum(v) from t"
+
+// beginReadPass opens a connection to path with a 10-page cache, begins a
+// read transaction and makes a first pass over bigTable.
+func beginReadPass(t *testing.T, path string) *sql.Conn {
+	t.Helper()
+	c := openConn(t, path, "_busy_timeout=5000&cache=private")
+	execConn(t, c, "pragma cache_size=10")
+	execConn(t, c, "begin")
+	if got := queryInt(t, c, sum); got != 4000 {
+		t.Fatalf("first pass: sum %d, want 4000", got)
+	}
+	return c
+}
+
 // TestRemoteCommitWaitsForReadTransaction: with locks left to the kernel,
 // another host's commit becomes this host's view only between read
 // transactions. A read transaction on B re-reads a table larger than
@@ -91,17 +113,8 @@ func eventuallySQL(t *testing.T, what, path, sql, want string) {
 func TestRemoteCommitWaitsForReadTransaction(t *testing.T) {
 	a := mountKVFS(t, mountOpts{})
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
-	mustSQL(t, a.Path("r.db"), `create table t(id integer primary key, v integer, pad blob);
-with recursive n(i) as (select 1 union all select i+1 from n where i < 4000)
-insert into t select i, 1, randomblob(500) from n;`)
-
-	rb := openConn(t, b.Path("r.db"), "_busy_timeout=5000&cache=private")
-	execConn(t, rb, "pragma cache_size=10")
-	const sum = "select sum(v) from t"
-	execConn(t, rb, "begin")
-	if got := queryInt(t, rb, sum); got != 4000 {
-		t.Fatalf("B's first pass: sum %d, want 4000", got)
-	}
+	mustSQL(t, a.Path("r.db"), bigTable)
+	rb := beginReadPass(t, b.Path("r.db"))
 	// A commits while B's read transaction is open.
 	mustSQL(t, a.Path("r.db"), "pragma busy_timeout=10000; update t set v = 2;")
 	time.Sleep(300 * time.Millisecond) // B's mount has long seen the commit
@@ -195,9 +208,7 @@ func TestReadOnlyMountFollows(t *testing.T) {
 func TestRemoteShrinkWaitsForReadTransaction(t *testing.T) {
 	a := mountKVFS(t, mountOpts{})
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
-	mustSQL(t, a.Path("s.db"), `create table t(id integer primary key, v integer, pad blob);
-with recursive n(i) as (select 1 union all select i+1 from n where i < 4000)
-insert into t select i, 1, randomblob(500) from n;`)
+	mustSQL(t, a.Path("s.db"), bigTable)
 	eventuallySQL(t, "B sees the rows", b.Path("s.db"), "select count(*) from t;", "4000\n")
 	st, err := os.Stat(b.Path("s.db"))
 	if err != nil {
@@ -205,13 +216,7 @@ insert into t select i, 1, randomblob(500) from n;`)
 	}
 	big := st.Size()
 
-	rb := openConn(t, b.Path("s.db"), "_busy_timeout=5000&cache=private")
-	execConn(t, rb, "pragma cache_size=10")
-	const sum = "select sum(v) from t"
-	execConn(t, rb, "begin")
-	if got := queryInt(t, rb, sum); got != 4000 {
-		t.Fatalf("B's first pass: sum %d, want 4000", got)
-	}
+	rb := beginReadPass(t, b.Path("s.db"))
 	mustSQL(t, a.Path("s.db"), "pragma busy_timeout=10000; delete from t; vacuum;")
 	time.Sleep(1500 * time.Millisecond) // B's mount has the commit; its attribute cache expired
 	if st, err := os.Stat(b.Path("s.db")); err != nil || st.Size() != big {
