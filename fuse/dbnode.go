@@ -232,8 +232,8 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 	if err != nil {
 		return 0, d.fsys.errno("write", d.name, err)
 	}
-	if begins {
-		d.txNonce = d.journalNonce()
+	if begins && !d.fsys.opts.NoPassthrough {
+		d.txNonce = d.journalNonce() // see the check above
 	}
 	if d.agent != nil {
 		d.lastWrite = time.Now()

@@ -362,12 +362,10 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
 		s, err := fsys.createSide(ctx, name)
-		if err == nil {
-			err = s.opened(ctx, flags)
-		}
 		if err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
+		s.opened(ctx, flags)
 		s.fill(&out.Attr)
 		return s.EmbeddedInode(), &sideHandle{s: s}, s.openFlags(), 0
 	}

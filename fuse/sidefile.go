@@ -266,9 +266,7 @@ func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ u
 			return nil, 0, s.fsys.errno("open", s.name, err)
 		}
 	}
-	if err := s.opened(ctx, flags); err != nil {
-		return nil, 0, s.fsys.errno("open", s.name, err)
-	}
+	s.opened(ctx, flags)
 	return &sideHandle{s: s}, s.openFlags(), 0
 }
 
@@ -280,13 +278,13 @@ func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ u
 // still succeeds — SQLite would report "unable to open database file" —
 // and the journal's first fsync fails instead: "disk I/O error", before
 // any page of the database is written.
-func (s *sideNode) opened(ctx context.Context, flags uint32) error {
+func (s *sideNode) opened(ctx context.Context, flags uint32) {
 	if !s.isJournal() || flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 || s.live() {
-		return nil
+		return
 	}
 	d := s.database()
 	if d == nil {
-		return nil
+		return
 	}
 	d.awaitAgent()
 	d.mu.Lock()
@@ -298,7 +296,6 @@ func (s *sideNode) opened(ctx context.Context, flags uint32) error {
 	s.mu.Lock()
 	s.intentErr = err
 	s.mu.Unlock()
-	return nil
 }
 
 func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
