@@ -85,14 +85,7 @@ func (d *dbNode) fill(a *gofuse.Attr) {
 	// Under mu: a commit in progress holds it, and a head read before the
 	// commit with the transaction gone after it would report the old size.
 	d.mu.Lock()
-	h := d.db.Head()
-	if d.view != nil {
-		h = d.view.Head()
-	}
-	size := h.Size()
-	if d.tx != nil {
-		size = d.tx.Size()
-	}
+	h, size := d.sizeLocked()
 	d.mu.Unlock()
 	a.Mode = syscall.S_IFREG | 0o644
 	a.Nlink = 1
@@ -103,6 +96,27 @@ func (d *dbNode) fill(a *gofuse.Attr) {
 	a.Mtime, a.Mtimensec = secs, nsecs
 	a.Ctime, a.Ctimensec = secs, nsecs
 	a.Atime, a.Atimensec = secs, nsecs
+}
+
+// sizeLocked returns the commit this host sees (its read view's, else the
+// latest) and the file's size: the open transaction's, else that commit's.
+func (d *dbNode) sizeLocked() (pager.Head, int64) {
+	h := d.db.Head()
+	if d.view != nil {
+		h = d.view.Head()
+	}
+	if d.tx != nil {
+		return h, d.tx.Size()
+	}
+	return h, h.Size()
+}
+
+// size is the file's size as this host sees it (see sizeLocked).
+func (d *dbNode) size() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, n := d.sizeLocked()
+	return n
 }
 
 func (d *dbNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {

@@ -23,9 +23,10 @@
 //
 // # Journals pass through
 //
-// A journal's reads and writes go from the kernel straight to its spool
-// file (FUSE passthrough, Linux 6.9 and root), not through kvfs: seven or
-// more requests fewer per autocommit transaction. kvfs still sees the
+// A journal's reads and writes go from the kernel straight to its file
+// (FUSE passthrough, Linux 6.9 and root), not through kvfs: seven or more
+// requests fewer per autocommit transaction. That file is a memfd while the
+// database is at most Options.JournalMemMax, else a spool file. kvfs still sees the
 // journal's creation, truncation, fsyncs, close and deletion, so header
 // zeroing is seen at the fsync SQLite issues right after it; with
 // synchronous=OFF there is none, and the transaction commits at the

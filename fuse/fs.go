@@ -53,6 +53,15 @@ type Options struct {
 	// holder to go idle (see IdleRelease). Off by default: kvfs then takes
 	// part in locking through descriptions of its own (see lockAgent).
 	ForwardLocks bool
+	// JournalMemMax: a journal created while its database is at most this
+	// large is kept in memory (a memfd) rather than in a SpoolDir file,
+	// which saves the file system's block allocation on every transaction
+	// (about 10% of an autocommit's time here). A journal is no larger
+	// than what its transaction changes, so this bounds its memory; one
+	// whose database outgrew the limit moves to SpoolDir at its next open.
+	// Default 64 MiB; negative keeps every journal in SpoolDir. Only with
+	// passthrough.
+	JournalMemMax int64
 	// NoPassthrough serves journals' reads and writes through kvfs, as
 	// ordinary FUSE requests, instead of handing the kernel their spool
 	// files (FUSE passthrough, used where the kernel and privileges allow:
@@ -105,6 +114,9 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	}
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
+	}
+	if opts.JournalMemMax == 0 {
+		opts.JournalMemMax = 64 << 20
 	}
 	if opts.HandoffWait <= 0 {
 		opts.HandoffWait = 5 * time.Second
@@ -366,8 +378,12 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
 		s.opened(ctx, flags)
+		h, err := s.handle()
+		if err != nil {
+			return nil, nil, 0, fsys.errno("create", name, err)
+		}
 		s.fill(&out.Attr)
-		return s.EmbeddedInode(), &sideHandle{s: s}, s.openFlags(), 0
+		return s.EmbeddedInode(), h, s.openFlags(), 0
 	}
 	err := fsys.opts.Pager.Create(ctx, name)
 	if errors.Is(err, pager.ErrExists) {

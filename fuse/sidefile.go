@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 )
@@ -27,7 +29,9 @@ type sideNode struct {
 	db   string // the database it belongs to
 
 	mu        sync.Mutex
-	f         *os.File // the spool file; with passthrough the kernel writes it directly
+	f         *os.File // the spool file or memfd; with passthrough the kernel writes it directly
+	inMemory  bool     // f is a memfd (see Options.JournalMemMax)
+	handles   int      // open handles: while any is open the kernel holds f
 	intentErr error    // why the journal's transaction cannot commit (etcd down), if known at its open
 }
 
@@ -70,6 +74,9 @@ func (h *sideHandle) PassthroughFd() (int, bool) {
 func (h *sideHandle) Release(ctx context.Context) (errno syscall.Errno) {
 	s := h.s
 	defer s.fsys.recoverErrno("release", &errno)
+	s.mu.Lock()
+	s.handles--
+	s.mu.Unlock()
 	if s.isJournal() {
 		if err := s.commitIfZeroed(uninterruptible(ctx), "journal closed"); err != nil {
 			s.fsys.log.Warn("commit at journal close", "db", s.db, "err", err)
@@ -99,21 +106,77 @@ func (s *sideNode) passThrough() bool { return s.isJournal() && !s.fsys.opts.NoP
 
 func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) {
 	db, _ := isSide(name)
+	mem := strings.HasSuffix(name, "-journal") && fsys.journalInMemory(db)
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
 	if s := fsys.sides[name]; s != nil {
 		return s, nil
 	}
-	f, err := os.CreateTemp(fsys.opts.SpoolDir, "kvfs-side-*")
+	f, err := fsys.newSideFile(mem)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
-	os.Remove(f.Name())
-	s := &sideNode{fsys: fsys, name: name, db: db, f: f}
+	s := &sideNode{fsys: fsys, name: name, db: db, f: f, inMemory: mem}
 	fsys.root.NewPersistentInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFREG})
 	fsys.root.AddChild(name, s.EmbeddedInode(), true)
 	fsys.sides[name] = s
 	return s, nil
+}
+
+// newSideFile returns an empty file for a side file's contents: a memfd
+// (mem), else an unlinked file in the spool directory. Either dies with
+// kvfs, which is a rollback of the transaction a journal belonged to.
+func (fsys *FS) newSideFile(mem bool) (*os.File, error) {
+	if mem {
+		fd, err := unix.MemfdCreate("kvfs-journal", unix.MFD_CLOEXEC)
+		if err != nil {
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), "memfd:kvfs-journal"), nil
+	}
+	f, err := os.CreateTemp(fsys.opts.SpoolDir, "kvfs-side-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
+}
+
+// journalInMemory reports whether db's journal belongs in memory now: with
+// passthrough, while the database is no larger than JournalMemMax.
+func (fsys *FS) journalInMemory(db string) bool {
+	if fsys.opts.NoPassthrough || fsys.opts.JournalMemMax < 0 {
+		return false
+	}
+	fsys.mu.Lock()
+	d := fsys.dbs[db]
+	fsys.mu.Unlock()
+	return d != nil && d.size() <= fsys.opts.JournalMemMax
+}
+
+// handle returns a new handle of the side file. A journal kept in memory
+// whose database has outgrown JournalMemMax moves to the spool directory
+// first, when no other handle is open (the kernel holds the file it was
+// given while one is): PERSIST and TRUNCATE journals outlive transactions.
+func (s *sideNode) handle() (*sideHandle, error) {
+	move := s.inMemory && !s.fsys.journalInMemory(s.db)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if move && s.handles == 0 && s.f != nil {
+		f, err := s.fsys.newSideFile(false)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(f, io.NewSectionReader(s.f, 0, s.sizeLocked())); err != nil {
+			f.Close()
+			return nil, err
+		}
+		s.f.Close()
+		s.f, s.inMemory = f, false
+		s.fsys.log.Debug("journal moved out of memory", "db", s.db)
+	}
+	s.handles++
+	return &sideHandle{s: s}, nil
 }
 
 // journalHeaderMin is the size of a rollback journal's header fields
@@ -267,7 +330,11 @@ func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ u
 		}
 	}
 	s.opened(ctx, flags)
-	return &sideHandle{s: s}, s.openFlags(), 0
+	h, err := s.handle()
+	if err != nil {
+		return nil, 0, s.fsys.errno("open", s.name, err)
+	}
+	return h, s.openFlags(), 0
 }
 
 // opened notes a write transaction starting: SQLite opens (or creates) a

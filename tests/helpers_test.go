@@ -64,6 +64,7 @@ type mountOpts struct {
 	ForwardLocks  bool
 	ReadOnly      bool
 	NoPassthrough bool
+	JournalMemMax int64
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -75,6 +76,7 @@ type mount struct {
 	Pager  *pager.Pager
 	Fence  *fence.Manager
 	FS     *kvfuse.FS
+	Spool  string // the mount's spool directory
 	done   bool
 }
 
@@ -109,11 +111,11 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, ReadOnly: o.ReadOnly, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	m := &mount{t: t, Dir: dir, Prefix: o.Prefix, Store: store, Pager: p, Fence: fm, FS: fsys}
+	m := &mount{t: t, Dir: dir, Prefix: o.Prefix, Store: store, Pager: p, Fence: fm, FS: fsys, Spool: spool}
 	t.Cleanup(m.Unmount)
 	return m
 }

@@ -160,7 +160,8 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fopts := kvfuse.Options{
 		Pager: p, Fence: fm, SpoolDir: cfg.SpoolDir, ReadOnly: cfg.ReadOnly, AllowOther: cfg.AllowOther,
 		ForwardLocks: cfg.ForwardLocks, NoPassthrough: !cfg.JournalPassthrough, IdleRelease: time.Duration(cfg.IdleRelease),
-		Debug: cfg.FUSEDebug, Logger: log,
+		JournalMemMax: int64(cfg.Cache.DirtyMemBytes),
+		Debug:         cfg.FUSEDebug, Logger: log,
 	}
 	if cfg.Compaction.MaxDeltas > 0 {
 		fopts.BeforeRelease = worker.BeforeRelease
