@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -196,5 +197,33 @@ func TestWriteFiles(t *testing.T) {
 		if back.Quick != quick || len(back.Figures) != 1 || back.Figures[0].Values[native].Median != 2 {
 			t.Errorf("JSON round trip lost data: %+v", back)
 		}
+	}
+}
+
+func TestChildEnvDropsRuntimeSettings(t *testing.T) {
+	t.Setenv("GODEBUG", "asyncpreemptoff=1")
+	t.Setenv("GOMAXPROCS", "1")
+	t.Setenv("KVFS_IDLE_RELEASE", "1s")
+	t.Setenv("BENCHRUN_KEEP_ME", "yes")
+	env := childEnv()
+	for _, kv := range env {
+		for _, p := range []string{"GODEBUG=", "GOMAXPROCS=", "KVFS_"} {
+			if strings.HasPrefix(kv, p) {
+				t.Errorf("childEnv keeps %q: kvfs must start as users start it", kv)
+			}
+		}
+	}
+	if !slices.Contains(env, "BENCHRUN_KEEP_ME=yes") {
+		t.Error("childEnv dropped an unrelated variable")
+	}
+}
+
+func TestRunTime(t *testing.T) {
+	out := "Run Time: real 0.002 user 0.000100 sys 0.000200\nRun Time: real 0.468 user 0.100000 sys 0.050000\n"
+	if got, err := runTime(out); err != nil || got != 0.468 {
+		t.Fatalf("runTime = %v, %v; want the last line's 0.468", got, err)
+	}
+	if _, err := runTime("Error: stepping, disk I/O error (10)\n"); err == nil {
+		t.Error("runTime without a .timer line: want an error")
 	}
 }

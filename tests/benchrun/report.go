@@ -103,6 +103,8 @@ type Report struct {
 	RSS             []RSS             `json:"rss"`
 	Setup           []SetupFigure     `json:"setup"`
 	Notes           []string          `json:"notes"`
+	// Launch says how the kvfs processes were started.
+	Launch string `json:"launch"`
 }
 
 // figure returns the figure with id, adding it with the given description
@@ -190,6 +192,9 @@ func (r *Report) writeMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "- Versions: %s; sqlite3 CLI %s; go-sqlite3 library %s; etcd %s; kvfs %s\n",
 		r.Versions.Go, r.Versions.SQLiteCLI, r.Versions.GoSQLite, r.Versions.Etcd, r.Versions.KVFS)
 	fmt.Fprintf(w, "- Started %s, took %s\n", r.Started, fmtDuration(r.DurationSeconds))
+	if r.Launch != "" {
+		fmt.Fprintf(w, "- kvfs started as users start it: %s\n", r.Launch)
+	}
 	fmt.Fprintf(w, "- Targets: ")
 	for i, t := range allTargets {
 		if i > 0 {

@@ -116,24 +116,57 @@ func autocommitGo(ctx context.Context, dir, mode string, n, run int) (float64, e
 	return float64(n) / el.Seconds(), nil
 }
 
-// rowsSQL inserts rows 1..n of about 100 bytes into t with one statement.
-func rowsSQL(n int) string {
-	return fmt.Sprintf("with recursive c(i) as (select 1 union all select i+1 from c where i < %d) "+
-		"insert into t(id, v) select i, printf('row %%08d ', i) || hex(randomblob(40)) from c;", n)
+// rowShape is the value of the rows a one-transaction insert makes.
+type rowShape struct {
+	name  string // for file names
+	title string // for the figure's title
+	expr  string // SQL expression of row i's value
 }
 
-// bigTxnCLI times one transaction inserting n rows through the CLI; seconds.
-func bigTxnCLI(ctx context.Context, dir string, n, run int) (float64, error) {
-	path := filepath.Join(dir, fmt.Sprintf("txn-cli-%d.db", run))
+var (
+	rows100 = rowShape{"100b", "~100-byte rows", "printf('row %08d ', i) || hex(randomblob(40))"}
+	// rows200 are 200-byte hex values: about 25 MiB of table for 100k
+	// rows, the size of a realistic bulk load.
+	rows200 = rowShape{"200b", "200-byte values", "hex(randomblob(100))"}
+)
+
+// rowsSQL inserts rows 1..n of the given shape into t with one statement.
+func rowsSQL(shape rowShape, n int) string {
+	return fmt.Sprintf("with recursive c(i) as (select 1 union all select i+1 from c where i < %d) "+
+		"insert into t(id, v) select i, %s from c;", n, shape.expr)
+}
+
+// bigTxnCLI times one transaction inserting n rows through the CLI. It
+// returns the seconds of the whole CLI process and of its COMMIT statement
+// alone (the CLI's .timer).
+func bigTxnCLI(ctx context.Context, dir string, shape rowShape, n, run int) (total, commit float64, err error) {
+	path := filepath.Join(dir, fmt.Sprintf("txn-cli-%s-%d.db", shape.name, run))
 	if _, err := cli(ctx, path, createT); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	t0 := time.Now()
-	if _, err := cli(ctx, path, "begin;\n"+rowsSQL(n)+"\ncommit;\n"); err != nil {
-		return 0, err
+	out, err := cli(ctx, path, "begin;\n"+rowsSQL(shape, n)+"\n.timer on\ncommit;\n")
+	if err != nil {
+		return 0, 0, err
 	}
-	el := time.Since(t0)
-	return el.Seconds(), expectCount(ctx, path, n)
+	total = time.Since(t0).Seconds()
+	if commit, err = runTime(out); err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return total, commit, expectCount(ctx, path, n)
+}
+
+// runTime returns the real seconds of the last "Run Time: real S user U
+// sys Y" line the CLI's .timer printed in out.
+func runTime(out string) (float64, error) {
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		f := strings.Fields(lines[i])
+		if len(f) >= 4 && f[0] == "Run" && f[1] == "Time:" && f[2] == "real" {
+			return strconv.ParseFloat(f[3], 64)
+		}
+	}
+	return 0, fmt.Errorf("no .timer line in the CLI's output %q", out)
 }
 
 // bigTxnGo times one go-sqlite3 transaction of n prepared single-row
@@ -202,7 +235,7 @@ func concurrentWriters(ctx context.Context, dir string, writers, n, run int) (fl
 // createLookupDB creates lookup.db in dir with rows 1..n of ~100 bytes.
 func createLookupDB(ctx context.Context, dir string, n int) error {
 	path := filepath.Join(dir, "lookup.db")
-	_, err := cli(ctx, path, createT+"\nbegin;\n"+rowsSQL(n)+"\ncommit;\n")
+	_, err := cli(ctx, path, createT+"\nbegin;\n"+rowsSQL(rows100, n)+"\ncommit;\n")
 	return err
 }
 
