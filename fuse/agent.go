@@ -437,8 +437,11 @@ func (d *dbNode) leaseLiveLocked() bool {
 
 // staleLocked reports whether the host's read view is older than the
 // database's head (another host committed and it is not applied yet).
+//
+// In WAL mode it is false: the file reads as the log's overlay, and another
+// host's commit is not applied while the log is open (see doc.go).
 func (d *dbNode) staleLocked() bool {
-	return d.view != nil && d.view.Head().TXID != d.db.Head().TXID
+	return d.ovl == nil && d.view != nil && d.view.Head().TXID != d.db.Head().TXID
 }
 
 // maybeReleaseLocked releases the lease when this host has been idle for

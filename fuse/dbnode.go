@@ -50,6 +50,12 @@ type dbNode struct {
 	txLocked    bool      // the open transaction's writer held a SQLite lock
 	txNonce     uint32    // the journal header's nonce when the open transaction began
 	lastWrite   time.Time // of this host's last write activity
+
+	// WAL mode (walnode.go): while the database has a -wal on this host,
+	// the file reads as ovl; walTXID is the commit ovl must equal once
+	// every frame is checkpointed (the log's last commit, or its base).
+	ovl     *pager.Overlay
+	walTXID uint64
 }
 
 var (
@@ -101,6 +107,9 @@ func (d *dbNode) fill(a *gofuse.Attr) {
 // sizeLocked returns the commit this host sees (its read view's, else the
 // latest) and the file's size: the open transaction's, else that commit's.
 func (d *dbNode) sizeLocked() (pager.Head, int64) {
+	if d.ovl != nil && d.tx == nil {
+		return d.ovl.Base(), d.ovl.Size()
+	}
 	h := d.db.Head()
 	if d.view != nil {
 		h = d.view.Head()
@@ -202,7 +211,17 @@ func (d *dbNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int
 func (d *dbNode) readAt(ctx context.Context, dest []byte, off int64) (int, error) {
 	d.mu.Lock()
 	tx, view := d.tx, d.view
+	var ovl *pager.Overlay
+	if tx == nil && d.walModeLocked(ctx) {
+		ovl = d.ovl
+	}
 	d.mu.Unlock()
+	if ovl != nil {
+		n, err := ovl.ReadAt(ctx, dest, off)
+		if !errors.Is(err, pager.ErrTxDone) {
+			return n, err
+		}
+	}
 	if tx != nil {
 		n, err := tx.ReadAt(ctx, dest, off)
 		if !errors.Is(err, pager.ErrTxDone) {
@@ -224,13 +243,18 @@ func (d *dbNode) readAt(ctx context.Context, dest []byte, off int64) (int, error
 func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
 	defer d.fsys.recoverErrno("write", &errno)
 	ctx = uninterruptible(ctx)
-	if err := refuseWAL(data, off); err != nil {
-		return 0, d.fsys.errno("write", d.name, err)
-	}
 	h, _ := f.(*dbHandle)
 	d.awaitAgent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if ovl := d.checkpointTargetLocked(ctx); ovl != nil {
+		// A checkpoint copying WAL frames into the file: already committed.
+		n, err := ovl.WriteAt(ctx, data, off)
+		if err != nil {
+			return uint32(n), d.fsys.errno("write", d.name, err)
+		}
+		return uint32(n), 0
+	}
 	if d.tx != nil && d.txNonce != 0 && d.journalNonce() != d.txNonce {
 		// The journal now belongs to a later transaction: the open one
 		// ended at a header zeroing kvfs did not see (passthrough, with
@@ -273,23 +297,23 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 	return uint32(n), 0
 }
 
-// refuseWAL refuses a write of the database header that switches it to WAL
-// (file format bytes 18 and 19 set to 2) until kvfs supports WAL; SQLite
-// then reports an error and the database stays in rollback-journal mode.
-func refuseWAL(data []byte, off int64) error {
-	for _, at := range []int64{18, 19} {
-		if off <= at && at < off+int64(len(data)) && data[at-off] == 2 && off == 0 && len(data) >= 100 &&
-			string(data[:16]) == "SQLite format 3\x00" {
-			return errWALRefused
-		}
+// checkpointTargetLocked returns the overlay a write of the database file
+// goes to: in WAL mode, outside a rollback-journal transaction, SQLite
+// writes the file only to checkpoint. Nil otherwise.
+func (d *dbNode) checkpointTargetLocked(ctx context.Context) *pager.Overlay {
+	if d.tx != nil || !d.walModeLocked(ctx) || d.journalActive() {
+		return nil
 	}
-	return nil
+	return d.ovl
 }
 
 // truncate sets the file size in the open write transaction.
 func (d *dbNode) truncate(ctx context.Context, size int64, f fs.FileHandle) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if ovl := d.checkpointTargetLocked(ctx); ovl != nil {
+		return ovl.Truncate(size)
+	}
 	if size == d.db.Head().Size() && d.tx == nil {
 		return nil
 	}

@@ -48,7 +48,9 @@ func TestToErrno(t *testing.T) {
 		{"pager.ErrInvalidWrite", pager.ErrInvalidWrite, syscall.EINVAL},
 		{"etcdstore.ErrInvalidName", etcdstore.ErrInvalidName, syscall.EINVAL},
 		{"*etcdstore.NameError", &etcdstore.NameError{Name: "a/b", Reason: "contains /"}, syscall.EINVAL},
-		{"WAL refused", errWALRefused, syscall.EINVAL},
+		{"WAL header", fmt.Errorf("write WAL header: %w", errWALHeader), syscall.EINVAL},
+		{"WAL chain", errWALChain, syscall.EIO},
+		{"WAL rewind", errWALRewind, syscall.EIO},
 
 		{"pager.ErrNotFound", pager.ErrNotFound, syscall.ENOENT},
 		{"pager.ErrExists", pager.ErrExists, syscall.EEXIST},

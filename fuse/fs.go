@@ -25,7 +25,6 @@ import (
 
 var (
 	errReadOnlyMount = errors.New("mounted read-only")
-	errWALRefused    = errors.New("WAL mode is not supported yet; the database stays in its rollback-journal mode")
 )
 
 // Options configure a mount.
@@ -432,6 +431,10 @@ func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno
 		fsys.mu.Unlock()
 		r.RmChild(name)
 		s.discard()
+		if d != nil && strings.HasSuffix(name, "-wal") {
+			// SQLite deletes the log after checkpointing all of it.
+			d.walFold(ctx, true)
+		}
 		return 0
 	}
 	d, err := fsys.database(ctx, name)

@@ -33,6 +33,7 @@ type sideNode struct {
 	inMemory  bool     // f is a memfd (see Options.JournalMemMax)
 	handles   int      // open handles: while any is open the kernel holds f
 	intentErr error    // why the journal's transaction cannot commit (etcd down), if known at its open
+	wal       *walLog  // for a -wal: the transactions in it (see writeWAL)
 }
 
 var (
@@ -95,18 +96,30 @@ const (
 )
 
 func (s *sideNode) openFlags() uint32 {
-	if s.passThrough() {
+	switch {
+	case s.passThrough():
 		return journalOpenFlags
+	case s.isSHM():
+		// Without passthrough SQLite maps the -shm through the kernel's
+		// page cache (direct I/O would forbid the shared mapping); the
+		// processes of this host share those pages.
+		return gofuse.FOPEN_KEEP_CACHE | gofuse.FOPEN_NOFLUSH
 	}
 	return sideOpenFlags
 }
 
-// passThrough reports whether the kernel is offered the file's spool file.
-func (s *sideNode) passThrough() bool { return s.isJournal() && !s.fsys.opts.NoPassthrough }
+// passThrough reports whether the kernel is offered the file's spool file:
+// journals (kvfs needs to see only their opens, truncations, fsyncs and
+// deletion) and -shm files (SQLite maps them; kvfs never looks inside).
+// A -wal goes through kvfs: its frames are where WAL transactions commit.
+func (s *sideNode) passThrough() bool {
+	return (s.isJournal() || s.isSHM()) && !s.fsys.opts.NoPassthrough
+}
 
 func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) {
 	db, _ := isSide(name)
-	mem := strings.HasSuffix(name, "-journal") && fsys.journalInMemory(db)
+	mem := strings.HasSuffix(name, "-journal") && fsys.journalInMemory(db) ||
+		strings.HasSuffix(name, "-shm") && !fsys.opts.NoPassthrough
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
 	if s := fsys.sides[name]; s != nil {
@@ -117,6 +130,9 @@ func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) 
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	s := &sideNode{fsys: fsys, name: name, db: db, f: f, inMemory: mem}
+	if s.isWAL() {
+		s.wal = &walLog{}
+	}
 	fsys.root.NewPersistentInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFREG})
 	fsys.root.AddChild(name, s.EmbeddedInode(), true)
 	fsys.sides[name] = s
@@ -184,6 +200,10 @@ func (s *sideNode) handle() (*sideHandle, error) {
 const journalHeaderMin = 28
 
 func (s *sideNode) isJournal() bool { return strings.HasSuffix(s.name, "-journal") }
+
+func (s *sideNode) isWAL() bool { return strings.HasSuffix(s.name, "-wal") }
+
+func (s *sideNode) isSHM() bool { return strings.HasSuffix(s.name, "-shm") }
 
 // live reports whether a journal holds a transaction: non-empty with a
 // non-zero header (SQLite zeroes the header, truncates or deletes the
@@ -313,6 +333,9 @@ func (s *sideNode) truncate(ctx context.Context, size int64) error {
 			return err
 		}
 	}
+	if s.isWAL() {
+		return s.truncateWAL(ctx, size)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -384,6 +407,13 @@ func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off i
 func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (_ uint32, errno syscall.Errno) {
 	defer s.fsys.recoverErrno("write", &errno)
 	ctx = uninterruptible(ctx)
+	if s.isWAL() {
+		n, err := s.writeWAL(ctx, data, off)
+		if err != nil {
+			return uint32(n), s.fsys.errno("write", s.name, err)
+		}
+		return uint32(n), 0
+	}
 	// Zeroing a live journal's header is the commit point of
 	// journal_mode=PERSIST and of locking_mode=EXCLUSIVE.
 	if off == 0 && len(data) >= journalHeaderMin && s.isJournal() && allZero(data) && s.live() {
@@ -416,6 +446,14 @@ func (s *sideNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (er
 	s.mu.Unlock()
 	if intentErr != nil && s.live() {
 		return s.fsys.errno("fsync", s.name, intentErr)
+	}
+	if s.isWAL() {
+		s.mu.Lock()
+		pending := s.wal.pending
+		s.mu.Unlock()
+		if pending {
+			return s.fsys.errno("fsync", s.name, errWALChain)
+		}
 	}
 	if s.isJournal() {
 		if err := s.commitIfZeroed(uninterruptible(ctx), "journal header zeroed"); err != nil {

@@ -40,10 +40,14 @@ func TestJournalModesMatchNative(t *testing.T) {
 		"memory":    "pragma journal_mode=memory",
 		"off":       "pragma journal_mode=off",
 		"exclusive": "pragma locking_mode=exclusive",
+		"wal":       "pragma journal_mode=wal",
+		// WAL with a heap-memory wal-index (no -shm), as Prisma uses it.
+		"wal-exclusive": "pragma locking_mode=exclusive; pragma journal_mode=wal",
 		// Journal writes as FUSE requests (no passthrough: not root, or
 		// a kernel before 6.9).
 		"persist-requests":   "pragma journal_mode=persist",
 		"exclusive-requests": "pragma locking_mode=exclusive",
+		"wal-requests":       "pragma journal_mode=wal",
 	}
 	for name, pragma := range modes {
 		t.Run(name, func(t *testing.T) {

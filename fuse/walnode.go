@@ -1,0 +1,282 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/kvfs/kvfs/pager"
+)
+
+// WAL mode (see doc.go, "WAL mode"): the -wal is a side file kvfs reads
+// frames from; its commit frames are commit points. The database file
+// shows what SQLite's checkpoints wrote over the commit the log began from
+// (pager.Overlay), never a commit SQLite has not checkpointed yet.
+
+// errWALBusyRollback refuses a WAL commit while a rollback-journal
+// transaction is open on the same database (SQLite never does both).
+var errWALBusyRollback = errors.New("a rollback-journal transaction is open beside the WAL")
+
+// writeWAL writes SQLite's bytes into the -wal and commits the transaction
+// whose commit frame the write completes, before returning. A header write
+// (offset 0) starts a new generation of the log: SQLite restarts the log
+// only once every frame is checkpointed, so the database file then equals
+// the latest commit.
+func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64) (int, error) {
+	s.mu.Lock()
+	if s.f == nil {
+		s.mu.Unlock()
+		return 0, syscall.EBADF
+	}
+	w := s.wal
+	restart := false
+	switch {
+	case off < walHeaderSize:
+		if off != 0 {
+			s.mu.Unlock()
+			return 0, fmt.Errorf("write at %d inside the WAL header: %w", off, errWALHeader)
+		}
+		h, err := parseWALHeader(data)
+		if err != nil {
+			s.mu.Unlock()
+			return 0, fmt.Errorf("write WAL header: %w", err)
+		}
+		restart = w.valid
+		w.setHeader(h)
+	case !w.valid:
+		s.mu.Unlock()
+		return 0, fmt.Errorf("write at %d before the WAL has a header: %w", off, errWALHeader)
+	default:
+		if first := w.firstTouched(off); first <= w.committed {
+			s.mu.Unlock()
+			return 0, fmt.Errorf("write of WAL frame %d (%d committed): %w", first, w.committed, errWALRewind)
+		}
+	}
+	n, err := s.f.WriteAt(data, off)
+	if err != nil {
+		s.mu.Unlock()
+		return n, err
+	}
+	var txn *walTxn
+	if k := w.touched(off, len(data)); k > w.committed && w.commitFrame(s.f, k) {
+		if txn, err = w.next(s.f, s.sizeLocked()); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		w.pending = txn == nil
+	}
+	s.mu.Unlock()
+
+	d := s.database()
+	if d == nil {
+		return n, nil
+	}
+	if restart {
+		d.walFold(ctx, false)
+	}
+	if txn == nil {
+		return n, nil
+	}
+	if err := d.commitWAL(ctx, s, txn); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	if s.wal == w && w.valid && w.hdr == txn.hdr {
+		w.landed(txn)
+	}
+	s.mu.Unlock()
+	return n, nil
+}
+
+// truncateWAL sets the -wal's size. SQLite truncates the log to zero after
+// a TRUNCATE checkpoint and at its last close (every frame checkpointed):
+// the database file then equals the latest commit. A log cut below its
+// committed frames starts over at its next header.
+func (s *sideNode) truncateWAL(ctx context.Context, size int64) error {
+	s.mu.Lock()
+	if s.f == nil {
+		s.mu.Unlock()
+		return syscall.EBADF
+	}
+	if err := s.f.Truncate(size); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	w := s.wal
+	fold := size < walHeaderSize || (w.valid && size < w.frameOffset(w.committed+1))
+	if fold {
+		if w.valid && size >= walHeaderSize {
+			s.fsys.log.Warn("WAL truncated below its committed frames", "db", s.db, "size", size, "committed", w.committed)
+		}
+		w.reset()
+	}
+	s.mu.Unlock()
+	if d := s.database(); d != nil && fold {
+		d.walFold(ctx, false)
+	}
+	return nil
+}
+
+// readPage reads size bytes of the -wal at off.
+func (s *sideNode) readAt(p []byte, off int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return syscall.EBADF
+	}
+	_, err := s.f.ReadAt(p, off)
+	return err
+}
+
+// walModeLocked reports whether the database has a -wal on this host, and
+// then makes sure the host's view of the database file is an overlay: over
+// the host's read view when the log appears (SQLite opens it before it
+// writes a frame), so that no WAL commit shows in the file before a
+// checkpoint copies it there.
+func (d *dbNode) walModeLocked(ctx context.Context) bool {
+	d.fsys.mu.Lock()
+	s := d.fsys.sides[d.name+"-wal"]
+	d.fsys.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	if d.ovl == nil {
+		// The overlay takes over the host's read view (the view of
+		// rollback-mode bookkeeping is opened anew when needed).
+		snap := d.view
+		d.view = nil
+		if snap == nil {
+			var err error
+			if snap, err = d.db.Snapshot(ctx); err != nil {
+				d.fsys.log.Warn("WAL mode: read the database", "db", d.name, "err", err)
+				return true
+			}
+		}
+		d.ovl = d.db.NewOverlay(snap)
+		d.walTXID = snap.Head().TXID
+		d.fsys.log.Debug("WAL mode", "db", d.name, "base", d.walTXID)
+	}
+	return true
+}
+
+// walFold drops the database's overlay: SQLite restarted, truncated or
+// deleted its -wal, so every frame is in the database file, which then
+// equals the latest commit. With the -wal gone (ended) the host's view is
+// that commit; otherwise a new overlay starts over it.
+func (d *dbNode) walFold(ctx context.Context, ended bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ovl == nil {
+		return
+	}
+	snap, err := d.db.Snapshot(ctx)
+	if err != nil {
+		d.fsys.log.Warn("WAL checkpointed: read the database", "db", d.name, "err", err)
+		if ended {
+			d.ovl.Close()
+			d.ovl = nil
+		}
+		return
+	}
+	if snap.Head().TXID != d.walTXID {
+		// Another host's commit: the file's contents change.
+		d.invalidate()
+	}
+	d.ovl.Close()
+	d.ovl = nil
+	d.cachedTXID = snap.Head().TXID
+	if ended {
+		if d.view != nil {
+			d.view.Close()
+		}
+		d.view = snap
+		d.fsys.log.Debug("WAL mode ended", "db", d.name, "txid", snap.Head().TXID)
+		return
+	}
+	d.ovl = d.db.NewOverlay(snap)
+	d.walTXID = snap.Head().TXID
+}
+
+// commitWAL commits a transaction SQLite wrote to the -wal: its pages (the
+// newest frame of each, those within the database's new size) and size, in
+// one pager transaction on top of the commit the log's previous
+// transaction made, under this host's write lease.
+func (d *dbNode) commitWAL(ctx context.Context, s *sideNode, t *walTxn) error {
+	d.awaitAgent()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fsys.opts.ReadOnly {
+		return errReadOnlyMount
+	}
+	if d.removed.Load() {
+		return pager.ErrNotFound
+	}
+	d.walModeLocked(ctx)
+	if d.tx != nil {
+		return errWALBusyRollback
+	}
+	if err := d.ensureLeaseLocked(ctx, d.fsys.opts.HandoffWait); err != nil {
+		return err
+	}
+	if h := d.db.Head(); h.TXID != d.walTXID {
+		// Another host committed since this host's log began: SQLite built
+		// the transaction without that commit.
+		return errStaleView
+	}
+	tx, err := d.db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	if ps := tx.PageSize(); ps != 0 && ps != t.pageSize {
+		tx.Rollback()
+		return fmt.Errorf("WAL page size %d, database has %d: %w", t.pageSize, ps, pager.ErrInvalidWrite)
+	}
+	pgnos := make([]uint32, 0, len(t.pages))
+	for p := range t.pages {
+		if p <= t.dbPages {
+			pgnos = append(pgnos, p)
+		}
+	}
+	slices.Sort(pgnos) // page 1 first: a new database learns its page size from it
+	page := make([]byte, t.pageSize)
+	for _, p := range pgnos {
+		if err := s.readAt(page, t.pages[p]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("read WAL frame of page %d: %w", p, err)
+		}
+		if err := tx.WritePage(ctx, p, page); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := tx.Truncate(ctx, int64(t.dbPages)*int64(t.pageSize)); err != nil {
+		tx.Rollback()
+		return err
+	}
+	info, err := tx.Commit(ctx)
+	d.lastWrite = time.Now()
+	if d.agent != nil {
+		defer d.agent.poke() // the lease's idle timer restarts
+	}
+	if err != nil {
+		d.fsys.log.Warn("commit failed", "db", d.name, "at", "WAL commit frame", "err", err)
+		if errors.Is(err, pager.ErrFenced) || errors.Is(err, pager.ErrConflict) {
+			d.dropLeaseLocked(context.WithoutCancel(ctx))
+		}
+		return err
+	}
+	d.walTXID = info.Head.TXID
+	if d.view != nil {
+		// Rollback-mode bookkeeping (staleLocked) follows the head; reads
+		// go to the overlay.
+		if snap, err := d.db.Snapshot(ctx); err == nil {
+			d.view.Close()
+			d.view = snap
+		}
+	}
+	d.handoffIfAskedLocked(ctx)
+	return nil
+}
