@@ -87,17 +87,6 @@ func TestQuotaGivesSQLiteFull(t *testing.T) {
 	mustSQL(t, db, "insert into t values (randomblob(1000));")
 }
 
-func TestWALRefusedCleanly(t *testing.T) {
-	m := mountKVFS(t, mountOpts{})
-	db := m.Path("w.db")
-	mustSQL(t, db, "create table t(x); insert into t values (1);")
-	runSQL(db, "pragma journal_mode=wal; insert into t values (2);")
-	if out := mustSQL(t, db, "pragma journal_mode; select count(*) from t; pragma integrity_check;"); out != "delete\n1\nok\n" {
-		t.Fatalf("after refused WAL: %q", out)
-	}
-	mustSQL(t, db, "insert into t values (3);")
-}
-
 // TestTwoHosts: two mounts on one etcd stand for two hosts. Each writes in
 // turn and reads the other's commits, with locks left to the kernel (a
 // writer waits, in its busy timeout, for the other host to release the

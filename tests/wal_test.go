@@ -1,0 +1,273 @@
+package tests
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestWALCommitPointsReachEtcd: in WAL mode every autocommit insert is in
+// etcd when its statement returns, whatever synchronous and locking_mode
+// say: kvfs commits at the write that completes the transaction's commit
+// frame. Checkpoints of every kind, and the one at the last close, add no
+// commit (their pages are in etcd already).
+func TestWALCommitPointsReachEtcd(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	for _, sync := range []string{"full", "normal", "off"} {
+		for _, locking := range []string{"normal", "exclusive"} {
+			name := fmt.Sprintf("wal-%s-%s.db", sync, locking)
+			t.Run(name, func(t *testing.T) {
+				c, closeConn := openConnCloser(t, m.Path(name), "_busy_timeout=5000")
+				defer closeConn()
+				for _, p := range []string{"locking_mode=" + locking, "journal_mode=wal", "synchronous=" + sync} {
+					execConn(t, c, "pragma "+p)
+				}
+				execConn(t, c, "create table t(x)")
+				base := headWrites(t, m, name)
+				for i := int64(1); i <= 5; i++ {
+					execConn(t, c, fmt.Sprintf("insert into t values (%d)", i))
+					if got := headWrites(t, m, name); got != base+i {
+						t.Fatalf("after insert %d: %d commits in etcd, want %d", i, got-base, i)
+					}
+				}
+				for _, ck := range []string{"passive", "full", "restart", "truncate"} {
+					execConn(t, c, "pragma wal_checkpoint("+ck+")")
+					execConn(t, c, "insert into t values (0)")
+				}
+				want := base + 9
+				if got := headWrites(t, m, name); got != want {
+					t.Fatalf("after checkpoints and 4 more inserts: %d commits, want %d", got-base, want-base)
+				}
+				closeConn() // the last close checkpoints and deletes the -wal
+				if got := headWrites(t, m, name); got != want {
+					t.Fatalf("after the last close: %d commits, want %d", got-base, want-base)
+				}
+				if out := mustSQL(t, m.Path(name), "pragma journal_mode; select count(*), sum(x) from t; pragma integrity_check;"); out != "wal\n9|15\nok\n" {
+					t.Fatalf("read back: %q", out)
+				}
+			})
+		}
+	}
+}
+
+// TestWALReaderKeepsSnapshotAcrossCommits: a WAL reader's snapshot reads
+// pages that later transactions changed from the database file, which must
+// still hold them as the checkpoints left them, not the latest commit. A
+// read transaction with a 10-page cache reads one row, another connection
+// rewrites every row (new frames for every page) and checkpoints as far as
+// the reader allows; the reader's pass over the whole table still sees the
+// old rows, and its next transaction the new ones.
+func TestWALReaderKeepsSnapshotAcrossCommits(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	path := m.Path("snap.db")
+	mustSQL(t, path, "pragma journal_mode=wal;\n"+bigTable)
+	writer := openConn(t, path, "_busy_timeout=5000")
+	execConn(t, writer, "pragma wal_checkpoint(truncate)")
+	reader := openConn(t, path, "_busy_timeout=5000&cache=private")
+	execConn(t, reader, "pragma cache_size=10")
+	execConn(t, reader, "begin")
+	if got := queryInt(t, reader, "select v from t where id = 1"); got != 1 {
+		t.Fatalf("first read: %d", got)
+	}
+	execConn(t, writer, "update t set v = 2")
+	execConn(t, writer, "pragma wal_checkpoint(passive)")
+	// Memory pressure: the kernel forgets the file's pages, so the
+	// reader's pass asks kvfs for them.
+	evictCache(t, path)
+	if got := queryInt(t, reader, sum); got != 4000 {
+		t.Fatalf("reader's pass in its read transaction: sum %d, want 4000 (it saw a later commit)", got)
+	}
+	execConn(t, reader, "commit")
+	if got := queryInt(t, reader, sum); got != 8000 {
+		t.Fatalf("reader's next transaction: sum %d, want 8000", got)
+	}
+	// Checkpointed all the way, then read by a fresh process.
+	execConn(t, writer, "pragma wal_checkpoint(truncate)")
+	if out := mustSQL(t, path, sum+"; pragma integrity_check;"); out != "8000\nok\n" {
+		t.Fatalf("fresh CLI: %q", out)
+	}
+}
+
+// evictCache drops the kernel's cached pages of path (as memory pressure
+// would), so that the next reads reach kvfs.
+func evictCache(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatalf("fadvise %s: %v", path, err)
+	}
+}
+
+// TestWALSwitchModes: a database goes WAL → DELETE → WAL → TRUNCATE →
+// PERSIST → WAL with writes in each mode, and reads the same as a local
+// file doing the same, also after a remount.
+func TestWALSwitchModes(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	var b strings.Builder
+	b.WriteString("create table t(id integer primary key, v text);\n")
+	for i, mode := range []string{"wal", "delete", "wal", "truncate", "persist", "wal"} {
+		fmt.Fprintf(&b, "pragma journal_mode=%s;\n", mode)
+		fmt.Fprintf(&b, "insert into t(v) select printf('%%0300d', %d * 10 + n) from (select 1 n union all select 2 union all select 3);\n", i)
+		fmt.Fprintf(&b, "update t set v = '%s-%d' where id %% 2 = %d;\n", mode, i, i%2)
+	}
+	b.WriteString("pragma journal_mode; select count(*) from t; pragma integrity_check;\n")
+	native := filepath.Join(t.TempDir(), "native.db")
+	want := mustSQL(t, native, b.String())
+	if got := mustSQL(t, m.Path("sw.db"), b.String()); got != want {
+		t.Fatalf("kvfs %q, native %q", got, want)
+	}
+	dump := mustSQL(t, native, ".dump")
+	if got := mustSQL(t, m.Path("sw.db"), ".dump"); got != dump {
+		t.Fatalf(".dump differs: %s", firstDiff(got, dump))
+	}
+	prefix := m.Prefix
+	m.Unmount()
+	m2 := mountKVFS(t, mountOpts{Prefix: prefix})
+	if out := mustSQL(t, m2.Path("sw.db"), "pragma journal_mode; select count(*) from t; pragma integrity_check;"); out != "wal\n18\nok\n" {
+		t.Fatalf("after remount: %q", out)
+	}
+}
+
+// TestWALGoSQLite: the go-sqlite3 workload in WAL mode (schema, a 10,000-row
+// transaction, 1,000 autocommit inserts, updates, deletes, VACUUM) gives
+// the database a local file gets, before and after a remount; VACUUM INTO
+// another kvfs file and the CLI's .backup make good copies.
+func TestWALGoSQLite(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	native := filepath.Join(t.TempDir(), "native.db")
+	goWorkload(t, native, "wal")
+	goWorkload(t, m.Path("go-wal.db"), "wal")
+	dump := mustSQL(t, native, ".dump")
+	if kv := mustSQL(t, m.Path("go-wal.db"), ".dump"); kv != dump {
+		t.Fatalf(".dump differs from native: %s", firstDiff(kv, dump))
+	}
+	mustSQL(t, m.Path("go-wal.db"), fmt.Sprintf("vacuum into '%s';", m.Path("into.db")))
+	mustSQL(t, m.Path("go-wal.db"), fmt.Sprintf(".backup '%s'", m.Path("backup.db")))
+	for _, copy := range []string{"into.db", "backup.db"} {
+		if kv := mustSQL(t, m.Path(copy), ".dump"); kv != dump {
+			t.Fatalf("%s: .dump differs: %s", copy, firstDiff(kv, dump))
+		}
+	}
+	prefix := m.Prefix
+	m.Unmount()
+	m2 := mountKVFS(t, mountOpts{Prefix: prefix})
+	if kv := mustSQL(t, m2.Path("go-wal.db"), ".dump"); kv != dump {
+		t.Fatalf("after remount: %s", firstDiff(kv, dump))
+	}
+}
+
+// TestWALClientKilledMidTransaction: a sqlite3 process killed while it
+// writes a large WAL transaction (frames in the -wal, no commit frame)
+// leaves nothing of it committed; the next opener recovers the log and
+// sees the last commit, and writes on.
+func TestWALClientKilledMidTransaction(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	path := m.Path("kill.db")
+	mustSQL(t, path, "pragma journal_mode=wal; create table t(id integer primary key, v blob); insert into t(v) values (randomblob(100));")
+	// A connection that stays open keeps the -wal (and its frames) on the
+	// host across the kill.
+	keeper := openConn(t, path, "_busy_timeout=5000")
+	if got := queryInt(t, keeper, "select count(*) from t"); got != 1 {
+		t.Fatalf("count %d", got)
+	}
+	before := headWrites(t, m, "kill.db")
+	cmd := exec.Command("sqlite3", path)
+	cmd.Stdin = strings.NewReader("pragma cache_size=20; begin; with recursive n(i) as (select 1 union all select i+1 from n where i < 2000000) insert into t(v) select randomblob(200) from n; commit;")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	walPath := path + "-wal"
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := os.Stat(walPath); err == nil && st.Size() > 4<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("the transaction never spilled frames into the -wal")
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if got := headWrites(t, m, "kill.db"); got != before {
+		t.Fatalf("%d commits landed from a killed transaction", got-before)
+	}
+	if out := mustSQL(t, path, "select count(*) from t; pragma integrity_check;"); out != "1\nok\n" {
+		t.Fatalf("after the kill: %q", out)
+	}
+	mustSQL(t, path, "insert into t(v) values (randomblob(10));")
+	if got := queryInt(t, keeper, "select count(*) from t"); got != 2 {
+		t.Fatalf("keeper after the next commit: count %d, want 2", got)
+	}
+}
+
+// TestWALBadInput: writes to a -wal that SQLite would never make are
+// refused with a clear errno and commit nothing: a header that is not one
+// (EINVAL), and a commit frame that does not chain to the log, which the
+// -wal's fsync reports (EIO).
+func TestWALBadInput(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	path := m.Path("bad.db")
+	c := openConn(t, path, "_busy_timeout=5000")
+	execConn(t, c, "pragma journal_mode=wal")
+	execConn(t, c, "create table t(x)")
+	execConn(t, c, "insert into t values (1)")
+	before := headWrites(t, m, "bad.db")
+	f, err := os.OpenFile(path+"-wal", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, 32), 0); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("zero header: %v, want EINVAL", err)
+	}
+	// A frame after the log's end that claims to commit, with a wrong
+	// checksum.
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 32)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		t.Fatal(err)
+	}
+	pageSize := int64(binary.BigEndian.Uint32(hdr[8:]))
+	frame := make([]byte, 24+pageSize)
+	binary.BigEndian.PutUint32(frame[0:], 2) // page 2
+	binary.BigEndian.PutUint32(frame[4:], 2) // commit: 2 pages
+	copy(frame[8:16], hdr[16:24])            // the log's salts
+	binary.BigEndian.PutUint32(frame[16:], 0xdeadbeef)
+	off := st.Size()
+	if (off-32)%int64(len(frame)) != 0 {
+		t.Fatalf("-wal size %d is not whole frames of %d", off, len(frame))
+	}
+	if _, err := f.WriteAt(frame, off); err != nil {
+		t.Fatalf("write frame: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync after a frame that does not chain: %v, want EIO", err)
+	}
+	if got := headWrites(t, m, "bad.db"); got != before {
+		t.Fatalf("%d commits from bad frames", got-before)
+	}
+	if got := queryInt(t, c, "select count(*) from t"); got != 1 {
+		t.Fatalf("count %d", got)
+	}
+	execConn(t, c, "insert into t values (2)")
+	if got := headWrites(t, m, "bad.db"); got != before+1 {
+		t.Fatalf("the next real commit: %d commits, want 1", got-before)
+	}
+}
