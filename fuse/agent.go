@@ -57,6 +57,11 @@ type lockAgent struct {
 
 	// Owned by the run goroutine.
 	guardUp bool
+
+	// WAL mode (walagent.go), owned by the run goroutine.
+	shm        *os.File  // the agent's description of the -shm
+	shmNode    *sideNode // the -shm it is of
+	walGuardUp bool
 }
 
 // startAgentLocked starts the database's lock agent if it has none. It opens
@@ -195,6 +200,9 @@ func (a *lockAgent) stop() {
 
 func (a *lockAgent) close() {
 	a.closed.Do(func() {
+		if a.shm != nil {
+			a.shm.Close()
+		}
 		if a.guard != nil {
 			a.guard.Close()
 			a.apply.Close()
@@ -317,6 +325,16 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 	stale := d.staleLocked() && d.tx == nil
 	holderOther := d.holderOther
 	wantGuard := (!mine && holderOther) || stale
+	// WAL mode: the same, on the -shm's WRITE byte.
+	walMode := d.walModeLocked(ctx) && d.ovl != nil
+	walStale := walMode && d.tx == nil && d.db.Head().TXID != d.walTXID
+	wantWALGuard := walMode && ((!mine && holderOther) || walStale)
+	var shmNode *sideNode
+	if walMode {
+		d.fsys.mu.Lock()
+		shmNode = d.fsys.sides[d.name+"-shm"]
+		d.fsys.mu.Unlock()
+	}
 	var next time.Duration
 	switch {
 	case d.tx != nil && d.txLocked && !d.journalActive():
@@ -361,6 +379,17 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 	}
 	if stale {
 		if !a.applyRemote(ctx) {
+			next = pollMin(next, poll)
+		} else {
+			next = pollMin(next, time.Microsecond) // the guard may come down
+		}
+	}
+	a.syncSHM(shmNode)
+	if wantWALGuard != a.walGuardUp && !a.setWALGuard(wantWALGuard) {
+		next = pollMin(next, poll) // a local writer is in a transaction
+	}
+	if walStale {
+		if !a.applyRemoteWAL(ctx) {
 			next = pollMin(next, poll)
 		} else {
 			next = pollMin(next, time.Microsecond) // the guard may come down
@@ -464,8 +493,8 @@ func (d *dbNode) maybeReleaseLocked(ctx context.Context, release bool) time.Dura
 	if !asked && idleFor < d.fsys.opts.IdleRelease {
 		return d.fsys.opts.IdleRelease - idleFor
 	}
-	if d.agent.writerActive() {
-		d.fsys.log.Debug("lease idle but a local writer holds RESERVED", "db", d.name)
+	if d.agent.writerActive() || d.agent.walWriterActive() {
+		d.fsys.log.Debug("lease idle but a local writer holds RESERVED or the WAL's write lock", "db", d.name)
 		return 2 * time.Millisecond
 	}
 	if !release {

@@ -376,6 +376,9 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 		if err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
+		if s.isWAL() {
+			fsys.walStarted(ctx, s.db)
+		}
 		s.opened(ctx, flags)
 		h, err := s.handle()
 		if err != nil {

@@ -175,7 +175,7 @@ func (fsys *FS) journalInMemory(db string) bool {
 // first, when no other handle is open (the kernel holds the file it was
 // given while one is): PERSIST and TRUNCATE journals outlive transactions.
 func (s *sideNode) handle() (*sideHandle, error) {
-	move := s.inMemory && !s.fsys.journalInMemory(s.db)
+	move := s.isJournal() && s.inMemory && !s.fsys.journalInMemory(s.db) // a -shm is mapped: it stays
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if move && s.handles == 0 && s.f != nil {

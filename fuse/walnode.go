@@ -162,6 +162,23 @@ func (d *dbNode) walModeLocked(ctx context.Context) bool {
 	return true
 }
 
+// walStarted puts database db, if open, in WAL mode: SQLite created its
+// -wal.
+func (fsys *FS) walStarted(ctx context.Context, db string) {
+	fsys.mu.Lock()
+	d := fsys.dbs[db]
+	fsys.mu.Unlock()
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	d.walModeLocked(ctx)
+	d.mu.Unlock()
+	if d.agent != nil {
+		d.agent.poke()
+	}
+}
+
 // walFold drops the database's overlay: SQLite restarted, truncated or
 // deleted its -wal, so every frame is in the database file, which then
 // equals the latest commit. With the -wal gone (ended) the host's view is
@@ -169,6 +186,10 @@ func (d *dbNode) walModeLocked(ctx context.Context) bool {
 func (d *dbNode) walFold(ctx context.Context, ended bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.walFoldLocked(ctx, ended)
+}
+
+func (d *dbNode) walFoldLocked(ctx context.Context, ended bool) {
 	if d.ovl == nil {
 		return
 	}
