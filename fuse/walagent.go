@@ -154,8 +154,8 @@ func writeEmptyWALIndex(f *os.File, pageSize, pages uint32) error {
 	h := make([]byte, 48)
 	ne.PutUint32(h[0:], walIndexMagic)
 	ne.PutUint32(h[8:], ne.Uint32(old[8:])+1) // iChange
-	h[12] = 1                                  // isInit
-	h[13] = old[13]                            // bigEndCksum: the log's checksum order
+	h[12] = 1                                 // isInit
+	h[13] = old[13]                           // bigEndCksum: the log's checksum order
 	ne.PutUint16(h[14:], uint16(pageSize&0xff00|pageSize>>16))
 	ne.PutUint32(h[20:], pages) // nPage; mxFrame (16) and aFrameCksum (24) stay 0
 	binary.BigEndian.PutUint32(h[32:], binary.BigEndian.Uint32(old[32:])+1)
