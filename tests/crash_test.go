@@ -23,7 +23,7 @@ const crashSeedEnv = "KVFS_CRASH_SEED"
 // commit the client saw succeed is there, nothing it did not attempt is, and
 // the new mount takes writes once the dead process's lease expires.
 func TestCrashKill9(t *testing.T) {
-	runCrashTrials(t, []string{"delete", "truncate", "persist"}, 2)
+	runCrashTrials(t, []string{"delete", "truncate", "persist", "wal"}, 2)
 }
 
 // TestCrashKill9Integration is TestCrashKill9 with more trials and modes.
@@ -31,7 +31,7 @@ func TestCrashKill9Integration(t *testing.T) {
 	if os.Getenv("KVFS_INTEGRATION") == "" {
 		t.Skip("integration tier: run with KVFS_INTEGRATION=1 (make test-integration)")
 	}
-	runCrashTrials(t, []string{"delete", "truncate", "persist", "memory"}, 10)
+	runCrashTrials(t, []string{"delete", "truncate", "persist", "memory", "wal"}, 10)
 }
 
 func runCrashTrials(t *testing.T, modes []string, trials int) {

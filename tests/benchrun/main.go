@@ -406,7 +406,7 @@ func (b *bench) writePhases(ctx context.Context) error {
 	}
 	f := b.rep.figure("insert-txn/cli", fmt.Sprintf("%dk-row insert in one txn, sqlite3 CLI", p.TxnRows/1000), "s", false, false)
 	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
-		total, _, err := bigTxnCLI(ctx, t.dir, rows100, p.TxnRows, i)
+		total, _, err := bigTxnCLI(ctx, t.dir, rows100, "DELETE", p.TxnRows, i)
 		return total, err
 	}); err != nil {
 		return err
@@ -415,7 +415,7 @@ func (b *bench) writePhases(ctx context.Context) error {
 	fc := b.rep.figure("insert-txn/cli/200b/commit", "  … of which the COMMIT statement", "s", false, false)
 	commits := map[string][]float64{}
 	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
-		total, commit, err := bigTxnCLI(ctx, t.dir, rows200, p.TxnRows, i)
+		total, commit, err := bigTxnCLI(ctx, t.dir, rows200, "DELETE", p.TxnRows, i)
 		commits[t.key] = append(commits[t.key], commit)
 		return total, err
 	}); err != nil {
@@ -423,6 +423,13 @@ func (b *bench) writePhases(ctx context.Context) error {
 	}
 	for k, v := range commits {
 		fc.Values[k] = summarize(v)
+	}
+	f = b.rep.figure("insert-txn/cli/wal", fmt.Sprintf("%dk-row insert in one txn, WAL, sqlite3 CLI", p.TxnRows/1000), "s", false, false)
+	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
+		total, _, err := bigTxnCLI(ctx, t.dir, rows100, "WAL", p.TxnRows, i)
+		return total, err
+	}); err != nil {
+		return err
 	}
 	f = b.rep.figure("insert-txn/go", fmt.Sprintf("%dk-row insert in one txn, go-sqlite3", p.TxnRows/1000), "s", false, false)
 	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
@@ -450,7 +457,10 @@ func (b *bench) writePhases(ctx context.Context) error {
 	}
 	for _, t := range b.targets {
 		progress("setup", "%s: lookup.db with %d rows", t.key, p.LookupRows)
-		if err := createLookupDB(ctx, t.dir, p.LookupRows); err != nil {
+		if err := createLookupDB(ctx, t.dir, "lookup.db", "DELETE", p.LookupRows); err != nil {
+			return err
+		}
+		if err := createLookupDB(ctx, t.dir, "lookup-wal.db", "WAL", p.LookupRows); err != nil {
 			return err
 		}
 	}
@@ -497,7 +507,8 @@ func (b *bench) readPhases(ctx context.Context) error {
 	fScan := b.rep.figure("scan-cold/cli", fmt.Sprintf("full scan of %d MiB db, cold, sqlite3 CLI", p.BigBytes>>20), "s", false, false)
 	fCold := b.rep.figure("lookups-cold/go", fmt.Sprintf("%dk random PK lookups, cold (fresh mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHot := b.rep.figure("lookups-hot/go", fmt.Sprintf("%dk random PK lookups, hot (warm mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
-	vals := map[*Figure]map[string][]float64{fFirst: {}, fScan: {}, fCold: {}, fHot: {}}
+	fHotWAL := b.rep.figure("lookups-hot-wal/go", fmt.Sprintf("%dk random PK lookups, hot, WAL, go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
+	vals := map[*Figure]map[string][]float64{fFirst: {}, fScan: {}, fCold: {}, fHot: {}, fHotWAL: {}}
 	record := func(f *Figure, t *target, i int, v float64) {
 		vals[f][t.key] = append(vals[f][t.key], v)
 		progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, p.Runs, fmtNum(v), f.Unit)
@@ -537,6 +548,10 @@ func (b *bench) readPhases(ctx context.Context) error {
 				return err
 			}
 			record(fHot, t, i, v)
+			if v, err = lookups(ctx, filepath.Join(t.dir, "lookup-wal.db"), p.LookupRows, p.Lookups, true, seed+2000); err != nil {
+				return err
+			}
+			record(fHotWAL, t, i, v)
 			if err := t.down(); err != nil {
 				return err
 			}

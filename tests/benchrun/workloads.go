@@ -18,8 +18,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// journalModes are the rollback-journal modes the autocommit workloads run in.
-var journalModes = []string{"DELETE", "TRUNCATE", "PERSIST"}
+// journalModes are the modes the autocommit workloads run in: a journal
+// mode, and "/SYNC" for a synchronous setting other than SQLite's default
+// (FULL).
+var journalModes = []string{"DELETE", "TRUNCATE", "PERSIST", "WAL", "WAL/NORMAL"}
+
+// splitMode returns a journalModes entry's journal mode and synchronous
+// setting ("" for the default).
+func splitMode(mode string) (journal, sync string) {
+	journal, sync, _ = strings.Cut(mode, "/")
+	return journal, sync
+}
+
+// modeFile is mode as part of a file name.
+func modeFile(mode string) string { return strings.ToLower(strings.ReplaceAll(mode, "/", "-")) }
 
 // cli runs the stock sqlite3 CLI on path with script on stdin and returns
 // its output.
@@ -51,7 +63,11 @@ const createT = "create table t(id integer primary key, v text);"
 // mode pragma (rollback modes are per connection).
 func insertScript(mode string, n, tag int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, ".timeout 10000\npragma journal_mode=%s;\n", mode)
+	journal, sync := splitMode(mode)
+	fmt.Fprintf(&b, ".timeout 10000\npragma journal_mode=%s;\n", journal)
+	if sync != "" {
+		fmt.Fprintf(&b, "pragma synchronous=%s;\n", sync)
+	}
 	for i := range n {
 		fmt.Fprintf(&b, "insert into t(v) values('writer %d row %d padding-padding-padding');\n", tag, i)
 	}
@@ -61,7 +77,7 @@ func insertScript(mode string, n, tag int) string {
 // autocommitCLI times n autocommit inserts by one sqlite3 CLI process into a
 // fresh database; it returns inserts/s.
 func autocommitCLI(ctx context.Context, dir, mode string, n, run int) (float64, error) {
-	path := filepath.Join(dir, fmt.Sprintf("ac-cli-%s-%d.db", strings.ToLower(mode), run))
+	path := filepath.Join(dir, fmt.Sprintf("ac-cli-%s-%d.db", modeFile(mode), run))
 	if _, err := cli(ctx, path, createT); err != nil {
 		return 0, err
 	}
@@ -90,8 +106,13 @@ func openDB(path, params string) (*sql.DB, error) {
 // autocommitGo times n autocommit inserts through go-sqlite3 into a fresh
 // database; it returns inserts/s.
 func autocommitGo(ctx context.Context, dir, mode string, n, run int) (float64, error) {
-	path := filepath.Join(dir, fmt.Sprintf("ac-go-%s-%d.db", strings.ToLower(mode), run))
-	db, err := openDB(path, "&_journal_mode="+mode)
+	path := filepath.Join(dir, fmt.Sprintf("ac-go-%s-%d.db", modeFile(mode), run))
+	journal, sync := splitMode(mode)
+	params := "&_journal_mode=" + journal
+	if sync != "" {
+		params += "&_synchronous=" + sync
+	}
+	db, err := openDB(path, params)
 	if err != nil {
 		return 0, err
 	}
@@ -100,8 +121,8 @@ func autocommitGo(ctx context.Context, dir, mode string, n, run int) (float64, e
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	var got string
-	if err := db.QueryRowContext(ctx, "pragma journal_mode").Scan(&got); err != nil || !strings.EqualFold(got, mode) {
-		return 0, fmt.Errorf("%s: journal_mode %q (%v), want %s", path, got, err, mode)
+	if err := db.QueryRowContext(ctx, "pragma journal_mode").Scan(&got); err != nil || !strings.EqualFold(got, journal) {
+		return 0, fmt.Errorf("%s: journal_mode %q (%v), want %s", path, got, err, journal)
 	}
 	t0 := time.Now()
 	for i := range n {
@@ -139,9 +160,9 @@ func rowsSQL(shape rowShape, n int) string {
 // bigTxnCLI times one transaction inserting n rows through the CLI. It
 // returns the seconds of the whole CLI process and of its COMMIT statement
 // alone (the CLI's .timer).
-func bigTxnCLI(ctx context.Context, dir string, shape rowShape, n, run int) (total, commit float64, err error) {
-	path := filepath.Join(dir, fmt.Sprintf("txn-cli-%s-%d.db", shape.name, run))
-	if _, err := cli(ctx, path, createT); err != nil {
+func bigTxnCLI(ctx context.Context, dir string, shape rowShape, journal string, n, run int) (total, commit float64, err error) {
+	path := filepath.Join(dir, fmt.Sprintf("txn-cli-%s-%s-%d.db", shape.name, strings.ToLower(journal), run))
+	if _, err := cli(ctx, path, "pragma journal_mode="+journal+";\n"+createT); err != nil {
 		return 0, 0, err
 	}
 	t0 := time.Now()
@@ -232,10 +253,11 @@ func concurrentWriters(ctx context.Context, dir string, writers, n, run int) (fl
 	return float64(writers*n) / el.Seconds(), nil
 }
 
-// createLookupDB creates lookup.db in dir with rows 1..n of ~100 bytes.
-func createLookupDB(ctx context.Context, dir string, n int) error {
-	path := filepath.Join(dir, "lookup.db")
-	_, err := cli(ctx, path, createT+"\nbegin;\n"+rowsSQL(rows100, n)+"\ncommit;\n")
+// createLookupDB creates name in dir, in the given journal mode, with rows
+// 1..n of ~100 bytes.
+func createLookupDB(ctx context.Context, dir, name, journal string, n int) error {
+	path := filepath.Join(dir, name)
+	_, err := cli(ctx, path, "pragma journal_mode="+journal+";\n"+createT+"\nbegin;\n"+rowsSQL(rows100, n)+"\ncommit;\n")
 	return err
 }
 
