@@ -82,10 +82,57 @@
 // view and drops the kernel's cached pages if another host committed since.
 // Each forwarded lock call is a FUSE round trip (four per statement).
 //
+// # WAL mode
+//
+// The -wal is a side file whose writes go through kvfs (no passthrough):
+// kvfs follows its header and frames (walLog). The write that completes a
+// commit frame chaining to the log before it (salts and checksums, as
+// SQLite's recovery checks them) commits that transaction to etcd before
+// it returns: the newest frame of each page, and the database size the
+// commit frame gives, in one pager transaction under the write lease. That
+// is earlier than SQLite's own end of the transaction (the -wal's fsync
+// with synchronous=FULL, the WAL write lock's release otherwise), so every
+// synchronous setting is durable at the statement's return. A commit that
+// fails fails that write: SQLite reports an I/O error and never publishes
+// the transaction in its wal-index. When SQLite rewrites checksums after
+// the commit frame (a page changed again after a cache spill), the rewrite
+// of the commit frame's header completes the chain and commits. A frame
+// whose chain never holds is not committed, and the -wal's fsync fails
+// with EIO; a header that is not one gets EINVAL; a frame written over a
+// committed transaction of the same log generation (its writer died before
+// publishing it in the wal-index) gets EIO.
+//
+// The -shm passes through to a memfd (or, without passthrough, is mapped
+// through the kernel's page cache): it is host-local shared memory, and
+// SQLite's locks on it are the kernel's.
+//
+// The database file, while a -wal exists, reads as a pager.Overlay: the
+// commit the log began from, with the pages SQLite's checkpoints wrote over
+// it, never a later commit. A WAL reader reads a page from the file only
+// when its snapshot of the log has no frame for it, and a checkpoint copies
+// a frame into the file only when no reader can need the older copy; the
+// file must therefore lag the commits as a local file would. Checkpoints
+// commit nothing (their pages are in etcd already). When SQLite restarts
+// the log (a new header: every frame was checkpointed), truncates it or
+// deletes it, the overlay folds into the latest commit.
+//
+// Several hosts: while another host holds the write lease, or has a commit
+// not applied here, the lock agent holds the -shm's WRITE byte, so a local
+// writer gets SQLITE_BUSY. Another host's commit is applied once the agent
+// holds every lock byte from WRITE to READ4 (no local read or write
+// transaction or checkpoint is open): it empties the -wal, writes the
+// wal-index header of an empty log (as SQLite's own log restart does, with
+// the database's new size), and the file becomes the latest commit; each
+// connection sees the header change at its next transaction and drops its
+// page cache. A lease is not released while a local WAL writer holds the
+// WRITE lock. With locking_mode=EXCLUSIVE (wal-index in heap memory) the
+// connection keeps the database locked, and another host's commit reaches
+// it after it closes.
+//
 // # Not yet
 //
-// WAL: a header write switching a database to WAL is refused with EINVAL;
-// SQLite reports an I/O error and the database stays in rollback mode.
+// WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm
+// locks fail (an I/O error).
 // Multi-database transactions (ATTACH) commit each database at its own
 // journal's invalidation, not atomically across databases.
 //
