@@ -384,6 +384,19 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 			next = pollMin(next, time.Microsecond) // the guard may come down
 		}
 	}
+	if walMode {
+		// A lease handed over just now: the taker's commit is coming, and
+		// a local writer starting before this host learns of it would
+		// write on stale pages (an I/O error at its commit frame).
+		d.mu.Lock()
+		since := time.Since(d.handedOff)
+		mine = d.leaseLiveLocked()
+		d.mu.Unlock()
+		if since < walHandoffGuard && !mine {
+			wantWALGuard = true
+			next = pollMin(next, walHandoffGuard-since)
+		}
+	}
 	a.syncSHM(shmNode)
 	if wantWALGuard != a.walGuardUp && !a.setWALGuard(wantWALGuard) {
 		next = pollMin(next, poll) // a local writer is in a transaction

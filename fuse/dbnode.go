@@ -54,8 +54,9 @@ type dbNode struct {
 	// WAL mode (walnode.go): while the database has a -wal on this host,
 	// the file reads as ovl; walTXID is the commit ovl must equal once
 	// every frame is checkpointed (the log's last commit, or its base).
-	ovl     *pager.Overlay
-	walTXID uint64
+	ovl       *pager.Overlay
+	walTXID   uint64
+	handedOff time.Time // when this host last handed its lease to another that asked
 }
 
 var (
@@ -393,6 +394,13 @@ func (d *dbNode) dropLeaseLocked(ctx context.Context) {
 	if d.lease == nil {
 		return
 	}
+	select {
+	case <-d.lease.HandoffRequested():
+		// Another host is about to take the lease and commit; until its
+		// holder shows in the watch, act as if it did (see walHandoffGuard).
+		d.handedOff = time.Now()
+	default:
+	}
 	d.db.Release()
 	d.lease.Release(ctx)
 	d.lease = nil
@@ -429,15 +437,25 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 		tx.Rollback()
 	}
 	if err != nil {
-		d.fsys.log.Warn("commit failed", "db", d.name, "at", why, "err", err)
 		d.invalidate()
+	} else {
+		// The kernel's cache holds what was written: it reflects the commit.
+		d.cachedTXID = d.db.Head().TXID
+	}
+	return d.committedLocked(ctx, why, err)
+}
+
+// committedLocked finishes a commit attempt at why: on failure it logs and
+// gives up a lease that is lost or stale; on success it moves the host's
+// read view to the commit and hands the lease over if asked.
+func (d *dbNode) committedLocked(ctx context.Context, why string, err error) error {
+	if err != nil {
+		d.fsys.log.Warn("commit failed", "db", d.name, "at", why, "err", err)
 		if errors.Is(err, pager.ErrFenced) || errors.Is(err, pager.ErrConflict) {
 			d.dropLeaseLocked(context.WithoutCancel(ctx))
 		}
 		return err
 	}
-	// The kernel's cache holds what was written: it reflects the commit.
-	d.cachedTXID = d.db.Head().TXID
 	if d.view != nil {
 		if snap, err := d.db.Snapshot(ctx); err == nil {
 			d.view.Close()

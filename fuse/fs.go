@@ -376,8 +376,8 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 		if err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
-		if s.isWAL() {
-			fsys.walStarted(ctx, s.db)
+		if s.isWAL() || s.isSHM() {
+			fsys.walStarted(ctx, s.db) // the lock agent opens the -shm too
 		}
 		s.opened(ctx, flags)
 		h, err := s.handle()

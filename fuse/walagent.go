@@ -6,12 +6,18 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // SQLite's locks on the -shm of a WAL-mode database (os_unix.c): the
 // writer's, the checkpointer's, recovery's and the five readers' bytes.
+// walHandoffGuard is how long after handing its lease to a host that asked
+// this host keeps its WAL guard up even before the watch shows the new
+// holder (which takes milliseconds).
+const walHandoffGuard = time.Second
+
 const (
 	shmWriteByte  = 120
 	shmLockBytes  = 8 // 120..127: WRITE, CKPT, RECOVER, READ0..READ4

@@ -81,6 +81,15 @@ func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64) (int, e
 		return n, nil
 	}
 	if err := d.commitWAL(ctx, s, txn); err != nil {
+		// The write fails, so the transaction must not be in the log: a
+		// later recovery (a connection rebuilding the wal-index from the
+		// -wal) would publish it on this host. Breaking the chain at its
+		// first frame ends the log there, as SQLite's recovery reads it.
+		s.mu.Lock()
+		if s.wal == w && w.valid && w.hdr == txn.hdr && s.f != nil {
+			s.f.WriteAt(make([]byte, walFrameHeaderSize), w.frameOffset(w.committed+1))
+		}
+		s.mu.Unlock()
 		return 0, err
 	}
 	s.mu.Lock()
@@ -282,22 +291,11 @@ func (d *dbNode) commitWAL(ctx context.Context, s *sideNode, t *walTxn) error {
 	if d.agent != nil {
 		defer d.agent.poke() // the lease's idle timer restarts
 	}
-	if err != nil {
-		d.fsys.log.Warn("commit failed", "db", d.name, "at", "WAL commit frame", "err", err)
-		if errors.Is(err, pager.ErrFenced) || errors.Is(err, pager.ErrConflict) {
-			d.dropLeaseLocked(context.WithoutCancel(ctx))
-		}
-		return err
+	if err == nil {
+		d.walTXID = info.Head.TXID
 	}
-	d.walTXID = info.Head.TXID
-	if d.view != nil {
-		// Rollback-mode bookkeeping (staleLocked) follows the head; reads
-		// go to the overlay.
-		if snap, err := d.db.Snapshot(ctx); err == nil {
-			d.view.Close()
-			d.view = snap
-		}
-	}
-	d.handoffIfAskedLocked(ctx)
-	return nil
+	// The host's read view (rollback-mode bookkeeping, staleLocked) follows
+	// the head; reads go to the overlay, and the kernel's cache of the file
+	// stays right either way.
+	return d.committedLocked(ctx, "WAL commit frame", err)
 }

@@ -41,6 +41,8 @@ func TestJournalModesMatchNative(t *testing.T) {
 		"off":       "pragma journal_mode=off",
 		"exclusive": "pragma locking_mode=exclusive",
 		"wal":       "pragma journal_mode=wal",
+		// SQLite reads the database through a shared mapping of the file.
+		"wal-mmap": "pragma journal_mode=wal; pragma mmap_size=268435456",
 		// WAL with a heap-memory wal-index (no -shm), as Prisma uses it.
 		"wal-exclusive": "pragma locking_mode=exclusive; pragma journal_mode=wal",
 		// Journal writes as FUSE requests (no passthrough: not root, or
