@@ -119,8 +119,9 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		UsedBytes: tx.base.UsedBytes, Timestamp: now().UnixMilli(),
 	}
 
-	// Encode the delta: in memory, or into a spool file for a transaction
-	// too large to hold twice in memory (bounded memory, invariant 7).
+	// Encode the delta: in memory while the dirty pages are (a second copy
+	// of at most cache.dirty_mem_bytes), or into a spool file for a
+	// transaction that spilled (bounded memory, invariant 7).
 	var (
 		blob  []byte   // the delta, when in memory
 		spool *os.File // the delta, when spooled
@@ -128,13 +129,12 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		row   []byte
 	)
 	if len(pgnos) > 0 {
-		limits := db.p.store.Limits()
 		var out io.Writer
 		var buf *bytes.Buffer
 		var bw *bufio.Writer
 		// Pages compress; about half a page each is a fair first size.
 		hint := 256 + len(pgnos)*(int(ps)/2+32)
-		if tx.dirty.spilled() || tx.dirty.estimate() > int64(4*limits.MaxRequestBytes) {
+		if tx.dirty.spilled() {
 			f, err := os.CreateTemp(db.p.opts.SpoolDir, "kvfs-delta-*")
 			if err != nil {
 				return CommitInfo{}, fmt.Errorf("spool delta: %w", err)
@@ -208,135 +208,96 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	limits := db.p.store.Limits()
 	deltaKey, rowKey := keys.Delta(db.name, txid), keys.PIDX(db.name, txid)
 	info := CommitInfo{Head: head, Bytes: int(size)}
-	var stage []etcdstore.Op // every op but the head flip
 	chunkSize := limits.ChunkSize(len(deltaKey)+5) - reserveBytes
 	rowChunkSize := limits.ChunkSize(len(rowKey)+5) - reserveBytes
-	if spool != nil {
-		// Stream the spooled delta's chunks into staged transactions.
-		n, err := tx.stageSpool(ctx, cmps, deltaKey, spool, size, chunkSize)
-		if err != nil {
-			db.setOrphanRisk(true)
-			return CommitInfo{}, err
-		}
-		info.Txns += n
-		ops, err := etcdstore.ChunkOps(rowKey, row, rowChunkSize)
-		if err != nil {
-			return CommitInfo{}, err
-		}
-		stage = append(stage, ops...)
-	} else if blob != nil {
-		// ChunkOps ends with a delete of chunks beyond the new count, left
-		// by an unfinished staged commit of this txid. Only a staged commit
-		// of this host that failed can have left such orphans (takeover
-		// deletes any other writer's), so the deletes are sent only then:
-		// each is a range scan in etcd on every commit otherwise.
-		db.mu.Lock()
-		risk := db.orphanRisk
-		db.mu.Unlock()
-		// Room for the chunks, the deletes and the head flip: the fast
-		// path's transaction is this one slice.
-		stage = make([]etcdstore.Op, 0, len(blob)/max(chunkSize, 1)+len(row)/max(rowChunkSize, 1)+5)
-		var n int
-		if stage, n, err = etcdstore.AppendChunkPuts(stage, deltaKey, blob, chunkSize); err != nil {
-			return CommitInfo{}, err
-		}
-		if risk {
-			stage = append(stage, etcdstore.ChunkTailDelete(deltaKey, n))
-		}
-		if stage, n, err = etcdstore.AppendChunkPuts(stage, rowKey, row, rowChunkSize); err != nil {
-			return CommitInfo{}, err
-		}
-		if risk {
-			stage = append(stage, etcdstore.ChunkTailDelete(rowKey, n))
-		}
-	} else {
-		// No delta: make sure no orphan of an unfinished commit with this
-		// txid becomes visible with the head.
-		stage = append(stage,
-			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(deltaKey)),
-			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
-	}
-	// all is stage and the flip, in stage's spare room when it has some;
-	// stage is clipped so that nothing appended to it can reach the flip.
-	all := append(stage, etcdstore.OpPut(headKey, head.marshal()))
-	stage, flip := all[:len(all)-1:len(all)-1], all[len(all)-1:]
+	flip := etcdstore.OpPut(headKey, head.marshal())
 
-	var rev int64
-	if spool == nil && limits.Fits(cmps, all) {
-		info.Txns = 1
-		res, err := db.p.store.Txn(ctx, cmps, all)
-		if rev, err = tx.flipResult(ctx, res, err, cmps, head); err != nil {
-			return CommitInfo{}, err
-		}
-	} else {
-		// Staged: chunks and the row under the reserved txid, invisible
-		// until the head flips; a failure leaves only orphans.
-		info.Staged = true
-		batches, err := limits.Batches(cmps, stage)
-		if err != nil {
-			return CommitInfo{}, err
-		}
-		for i, b := range batches {
-			if testHookStaged != nil {
-				testHookStaged(i)
+	// The fast path: the whole commit in one transaction, when it fits.
+	if spool == nil && size <= int64(chunkSize) {
+		var all []etcdstore.Op
+		if blob != nil {
+			// AppendChunkPuts leaves out the delete of chunks beyond the
+			// new count, left by an unfinished staged commit of this txid.
+			// Only a staged commit of this host that failed can have left
+			// such orphans (takeover deletes any other writer's), so the
+			// deletes are sent only then: each is a range scan in etcd.
+			db.mu.Lock()
+			risk := db.orphanRisk
+			db.mu.Unlock()
+			all = make([]etcdstore.Op, 0, 2+len(row)/max(rowChunkSize, 1)+4)
+			var n int
+			if all, n, err = etcdstore.AppendChunkPuts(all, deltaKey, blob, chunkSize); err != nil {
+				return CommitInfo{}, err
 			}
-			if _, err := db.p.store.Txn(ctx, cmps, b); err != nil {
-				db.setOrphanRisk(true)
-				return CommitInfo{}, tx.commitFailed(ctx, err, nil, head)
+			if risk {
+				all = append(all, etcdstore.ChunkTailDelete(deltaKey, n))
 			}
-			info.Txns++
+			if all, n, err = etcdstore.AppendChunkPuts(all, rowKey, row, rowChunkSize); err != nil {
+				return CommitInfo{}, err
+			}
+			if risk {
+				all = append(all, etcdstore.ChunkTailDelete(rowKey, n))
+			}
+		} else {
+			// No delta (a shrink): no orphan of an unfinished commit with
+			// this txid may become visible with the head.
+			all = append(all,
+				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(deltaKey)),
+				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
 		}
-		if testHookStaged != nil {
-			testHookStaged(len(batches))
+		all = append(all, flip)
+		if limits.Fits(cmps, all) {
+			info.Txns = 1
+			res, err := db.p.store.Txn(ctx, cmps, all)
+			rev, err := tx.flipResult(ctx, res, err, cmps, head)
+			if err != nil {
+				return CommitInfo{}, err
+			}
+			tx.landed(head, rev, pgnos, blob)
+			return info, nil
 		}
-		info.Txns++
-		res, err := db.p.store.Txn(ctx, cmps, flip)
-		if rev, err = tx.flipResult(ctx, res, err, cmps, head); err != nil {
-			return CommitInfo{}, err
-		}
+	}
+
+	// Staged: the delta's chunks (and the page index row, when it does not
+	// fit the flip) under the reserved txid, invisible until the head
+	// flips; a failure leaves only orphans, deleted at takeover or by
+	// this host's next commit.
+	info.Staged = true
+	st := newStager(ctx, tx, cmps)
+	var src io.ReaderAt = spool
+	if spool == nil {
+		src = bytes.NewReader(blob)
+	}
+	serr := st.sendChunks(deltaKey, src, size, chunkSize)
+	rowOps, err := etcdstore.ChunkOps(rowKey, row, rowChunkSize)
+	if err != nil && serr == nil {
+		serr = err
+	}
+	flipOps := append(rowOps, flip)
+	if serr == nil && !limits.Fits(cmps, flipOps) {
+		serr = st.sendOps(rowOps)
+		flipOps = []etcdstore.Op{flip}
+	}
+	n, werr := st.wait()
+	info.Txns += n
+	if werr == nil {
+		werr = serr
+	}
+	if werr != nil {
+		db.setOrphanRisk(true)
+		return CommitInfo{}, werr
+	}
+	if testHookStaged != nil {
+		testHookStaged(st.sent)
+	}
+	info.Txns++
+	res, err := db.p.store.Txn(ctx, cmps, flipOps)
+	rev, err := tx.flipResult(ctx, res, err, cmps, head)
+	if err != nil {
+		return CommitInfo{}, err
 	}
 	tx.landed(head, rev, pgnos, blob)
 	return info, nil
-}
-
-// stageSpool writes a spooled delta's chunks in fenced transactions, reading
-// the file one chunk at a time, and returns the transactions used.
-func (tx *Tx) stageSpool(ctx context.Context, cmps []etcdstore.Cmp, base string, f *os.File, size int64, chunkSize int) (int, error) {
-	limits := tx.db.p.store.Limits()
-	count := int((size + int64(chunkSize) - 1) / int64(chunkSize))
-	var batch []etcdstore.Op
-	txns := 0
-	send := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if testHookStaged != nil {
-			testHookStaged(txns)
-		}
-		if _, err := tx.db.p.store.Txn(ctx, cmps, batch); err != nil {
-			return tx.commitFailed(ctx, err, nil, Head{})
-		}
-		txns++
-		batch = nil
-		return nil
-	}
-	buf := make([]byte, chunkSize)
-	for i := 0; i < count; i++ {
-		off := int64(i) * int64(chunkSize)
-		n := int(min(int64(chunkSize), size-off))
-		if _, err := f.ReadAt(buf[:n], off); err != nil {
-			return txns, fmt.Errorf("read spooled delta: %w", err)
-		}
-		op := etcdstore.ChunkOp(base, i, count, chunkSize, buf[:n])
-		if !limits.Fits(cmps, append(batch, op)) {
-			if err := send(); err != nil {
-				return txns, err
-			}
-		}
-		batch = append(batch, op)
-	}
-	batch = append(batch, etcdstore.ChunkTailDelete(base, count))
-	return txns, send()
 }
 
 // setOrphanRisk records whether a failed staged commit may have left
