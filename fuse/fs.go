@@ -250,8 +250,10 @@ func (fsys *FS) errno(op, name string, err error) syscall.Errno {
 }
 
 // sideSuffix matches the files SQLite keeps beside a database; kvfs keeps
-// them on this host, never in etcd.
-var sideSuffix = regexp.MustCompile(`(-journal|-wal|-shm|-mj[0-9A-Fa-f]{8})$`)
+// them on this host, never in etcd. A super-journal (the list of child
+// journals of a transaction over ATTACHed databases) is named by SQLite's
+// "-mj%06X9%02X": six hex digits, a 9, two hex digits.
+var sideSuffix = regexp.MustCompile(`(-journal|-wal|-shm|-mj[0-9A-Fa-f]{6}9[0-9A-Fa-f]{2})$`)
 
 // isSide reports whether name is a side file, and of which database.
 func isSide(name string) (db string, ok bool) {
