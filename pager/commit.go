@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -80,18 +81,137 @@ func (tx *Tx) Commit(ctx context.Context) (CommitInfo, error) {
 	return info, nil
 }
 
+// CommitAll commits the transactions of several databases of one Pager
+// atomically: one etcd transaction, comparing every database's fence and
+// head, flips every head (after staging the deltas when they do not all
+// fit one request), so that every reader, on any host, sees all of the new
+// versions or none. It returns each transaction's CommitInfo, in order.
+// Whatever happens every transaction is finished; on error none of them is
+// visible. Errors are Commit's, naming the database at fault where known;
+// two transactions of one database, or of two Pagers, are refused.
+func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
+	infos := make([]CommitInfo, len(txs))
+	if len(txs) == 0 {
+		return infos, nil
+	}
+	// Lock in name order: two CommitAll over the same databases cannot
+	// deadlock.
+	order := make([]int, len(txs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(i, j int) bool { return txs[order[i]].db.name < txs[order[j]].db.name })
+	for k, i := range order {
+		tx := txs[i]
+		if k > 0 && tx.db.name == txs[order[k-1]].db.name {
+			return nil, fmt.Errorf("commit %s: two transactions of one database: %w", tx.db.name, ErrInvalidWrite)
+		}
+		if tx.db.p != txs[0].db.p {
+			return nil, fmt.Errorf("commit %s: databases of two pagers: %w", tx.db.name, ErrInvalidWrite)
+		}
+	}
+	for _, i := range order {
+		txs[i].mu.Lock()
+		defer txs[i].mu.Unlock()
+	}
+	for _, tx := range txs {
+		if tx.done {
+			return nil, fmt.Errorf("commit %s: %w", tx.db.name, ErrTxDone)
+		}
+	}
+	for _, tx := range txs {
+		defer tx.finishLocked()
+	}
+	start := time.Now()
+	var pcs []*pending
+	var errAt *Tx
+	var err error
+	for i, tx := range txs {
+		var pc *pending
+		if pc, infos[i], err = tx.prepare(); err != nil {
+			errAt = tx
+			break
+		}
+		if pc != nil {
+			defer pc.close()
+			pcs = append(pcs, pc)
+		}
+	}
+	if err == nil && len(pcs) > 0 {
+		err = send(ctx, pcs)
+	}
+	for i, tx := range txs {
+		for _, pc := range pcs {
+			if pc.tx == tx {
+				infos[i] = pc.info
+			}
+		}
+		if err != nil {
+			infos[i] = CommitInfo{}
+		}
+		tx.db.p.metrics.commit(tx.db.name, infos[i], time.Since(start).Seconds(), err)
+	}
+	if err != nil {
+		if errAt != nil {
+			return nil, fmt.Errorf("commit %s: %w", errAt.db.name, err)
+		}
+		return nil, fmt.Errorf("commit %d databases: %w", len(txs), err)
+	}
+	return infos, nil
+}
+
+// pending is a transaction ready to send: its delta encoded, its keys and
+// compares known. send lands one or several (CommitAll).
+type pending struct {
+	tx    *Tx
+	head  Head
+	info  CommitInfo
+	pgnos []uint32
+	blob  []byte   // the delta, when in memory
+	spool *os.File // the delta, when spooled
+	size  int64    // its size either way
+	row   []byte   // the page index row (nil without a delta)
+	cmps  []etcdstore.Cmp
+	flip  etcdstore.Op
+
+	deltaKey, rowKey        string
+	chunkSize, rowChunkSize int
+}
+
+// close releases the spooled delta.
+func (pc *pending) close() {
+	if pc.spool != nil {
+		pc.spool.Close()
+	}
+}
+
 func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
+	pc, info, err := tx.prepare()
+	if err != nil || pc == nil {
+		return info, err
+	}
+	defer pc.close()
+	if err := send(ctx, []*pending{pc}); err != nil {
+		return CommitInfo{}, err
+	}
+	return pc.info, nil
+}
+
+// prepare checks the transaction against the quota, encodes its delta and
+// returns it ready to send; nil when there is nothing to commit (info then
+// is the unchanged head).
+func (tx *Tx) prepare() (*pending, CommitInfo, error) {
 	db, keys := tx.db, tx.db.p.keys
 	if tx.pageSize == 0 {
 		// Nothing written since the file was empty.
 		if tx.base.Pages == 0 {
-			return CommitInfo{Head: tx.base}, nil
+			return nil, CommitInfo{Head: tx.base}, nil
 		}
 		tx.pageSize = tx.base.PageSize
 	}
 	ps := int64(tx.pageSize)
 	if tx.size%ps != 0 {
-		return CommitInfo{}, fmt.Errorf("file size %d is not a whole number of %d-byte pages: %w", tx.size, ps, ErrInvalidWrite)
+		return nil, CommitInfo{}, fmt.Errorf("file size %d is not a whole number of %d-byte pages: %w", tx.size, ps, ErrInvalidWrite)
 	}
 	pages := uint32(tx.size / ps)
 	// Pages exposed by growth and not written read as zeros; store them so
@@ -105,13 +225,13 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 				zeroFrame = ltx.FrameSize(zero)
 			}
 			if err := tx.dirty.put(p, zero, zeroFrame); err != nil {
-				return CommitInfo{}, err
+				return nil, CommitInfo{}, err
 			}
 		}
 	}
 	pgnos := tx.dirty.pgnos()
 	if len(pgnos) == 0 && pages == tx.base.Pages {
-		return CommitInfo{Head: tx.base}, nil
+		return nil, CommitInfo{Head: tx.base}, nil
 	}
 	txid := tx.base.TXID + 1
 	head := Head{
@@ -122,6 +242,7 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 	// Encode the delta: in memory while the dirty pages are (a second copy
 	// of at most cache.dirty_mem_bytes), or into a spool file for a
 	// transaction that spilled (bounded memory, invariant 7).
+	ok := false // the spool, if any, outlives prepare
 	var (
 		blob  []byte   // the delta, when in memory
 		spool *os.File // the delta, when spooled
@@ -137,11 +258,15 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		if tx.dirty.spilled() {
 			f, err := os.CreateTemp(db.p.opts.SpoolDir, "kvfs-delta-*")
 			if err != nil {
-				return CommitInfo{}, fmt.Errorf("spool delta: %w", err)
+				return nil, CommitInfo{}, fmt.Errorf("spool delta: %w", err)
 			}
 			os.Remove(f.Name())
-			defer f.Close()
 			spool, bw = f, bufio.NewWriterSize(f, 1<<20)
+			defer func() {
+				if !ok {
+					f.Close()
+				}
+			}()
 			out = bw
 		} else if hint <= maxPooledDelta {
 			// A small delta is encoded into a recycled buffer and copied
@@ -161,24 +286,24 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 			Timestamp: time.UnixMilli(head.Timestamp),
 		})
 		if err != nil {
-			return CommitInfo{}, fmt.Errorf("encode delta: %w", err)
+			return nil, CommitInfo{}, fmt.Errorf("encode delta: %w", err)
 		}
 		var scratch []byte // for spooled pages; in-memory ones are not copied
 		for _, p := range pgnos {
 			page, err := tx.dirty.view(p, &scratch)
 			if err != nil {
-				return CommitInfo{}, err
+				return nil, CommitInfo{}, err
 			}
 			if err := w.WritePage(p, page); err != nil {
-				return CommitInfo{}, fmt.Errorf("encode delta page %d: %w", p, err)
+				return nil, CommitInfo{}, fmt.Errorf("encode delta page %d: %w", p, err)
 			}
 		}
 		if err := w.Close(); err != nil {
-			return CommitInfo{}, fmt.Errorf("encode delta: %w", err)
+			return nil, CommitInfo{}, fmt.Errorf("encode delta: %w", err)
 		}
 		if spool != nil {
 			if err := bw.Flush(); err != nil {
-				return CommitInfo{}, fmt.Errorf("spool delta: %w", err)
+				return nil, CommitInfo{}, fmt.Errorf("spool delta: %w", err)
 			}
 			size = w.N()
 		} else {
@@ -192,112 +317,176 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 		head.UsedBytes += size + int64(len(row))
 	}
 	if used := tx.v.usage() + head.UsedBytes - tx.base.UsedBytes; tx.quota.MaxBytes > 0 && used > tx.quota.MaxBytes && head.UsedBytes > tx.base.UsedBytes {
-		return CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: used, Max: tx.quota.MaxBytes}
+		return nil, CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: used, Max: tx.quota.MaxBytes}
 	}
 	if max := tx.quota.MaxPages; max > 0 && int64(pages) > max && pages > tx.base.Pages {
-		return CommitInfo{}, &QuotaError{DB: db.name, What: "pages", Used: int64(pages), Max: max}
+		return nil, CommitInfo{}, &QuotaError{DB: db.name, What: "pages", Used: int64(pages), Max: max}
 	}
 
 	fenceCmps, err := tx.fence.Cmps()
 	if err != nil {
-		return CommitInfo{}, fmt.Errorf("%w: %w", ErrFenced, err)
+		return nil, CommitInfo{}, fmt.Errorf("%w: %w", ErrFenced, err)
 	}
 	headKey := keys.Head(db.name)
 	cmps := append(fenceCmps[:len(fenceCmps):len(fenceCmps)], etcdstore.CmpModRevision(headKey, tx.baseRev))
 
 	limits := db.p.store.Limits()
 	deltaKey, rowKey := keys.Delta(db.name, txid), keys.PIDX(db.name, txid)
-	info := CommitInfo{Head: head, Bytes: int(size)}
 	chunkSize := limits.ChunkSize(len(deltaKey)+5) - reserveBytes
 	rowChunkSize := limits.ChunkSize(len(rowKey)+5) - reserveBytes
 	flip := etcdstore.OpPut(headKey, head.marshal())
 
-	// The fast path: the whole commit in one transaction, when it fits.
-	if spool == nil && size <= int64(chunkSize) {
-		var all []etcdstore.Op
-		if blob != nil {
-			// AppendChunkPuts leaves out the delete of chunks beyond the
-			// new count, left by an unfinished staged commit of this txid.
-			// Only a staged commit of this host that failed can have left
-			// such orphans (takeover deletes any other writer's), so the
-			// deletes are sent only then: each is a range scan in etcd.
-			db.mu.Lock()
-			risk := db.orphanRisk
-			db.mu.Unlock()
-			all = make([]etcdstore.Op, 0, 2+len(row)/max(rowChunkSize, 1)+4)
-			var n int
-			if all, n, err = etcdstore.AppendChunkPuts(all, deltaKey, blob, chunkSize); err != nil {
-				return CommitInfo{}, err
-			}
-			if risk {
-				all = append(all, etcdstore.ChunkTailDelete(deltaKey, n))
-			}
-			if all, n, err = etcdstore.AppendChunkPuts(all, rowKey, row, rowChunkSize); err != nil {
-				return CommitInfo{}, err
-			}
-			if risk {
-				all = append(all, etcdstore.ChunkTailDelete(rowKey, n))
-			}
-		} else {
-			// No delta (a shrink): no orphan of an unfinished commit with
-			// this txid may become visible with the head.
-			all = append(all,
-				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(deltaKey)),
-				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
+	ok = true
+	return &pending{
+		tx: tx, head: head, info: CommitInfo{Head: head, Bytes: int(size)}, pgnos: pgnos,
+		blob: blob, spool: spool, size: size, row: row, cmps: cmps, flip: flip,
+		deltaKey: deltaKey, rowKey: rowKey, chunkSize: chunkSize, rowChunkSize: rowChunkSize,
+	}, CommitInfo{}, nil
+}
+
+// fastOps returns the operations of pc's commit in one transaction, flip
+// included, or nil when its delta takes more than one chunk or a spool.
+func (pc *pending) fastOps() ([]etcdstore.Op, error) {
+	if pc.spool != nil || pc.size > int64(pc.chunkSize) {
+		return nil, nil
+	}
+	db := pc.tx.db
+	var all []etcdstore.Op
+	if pc.blob == nil {
+		// No delta (a shrink): no orphan of an unfinished commit with
+		// this txid may become visible with the head.
+		return append(all,
+			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.deltaKey)),
+			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.rowKey)),
+			pc.flip), nil
+	}
+	// AppendChunkPuts leaves out the delete of chunks beyond the new
+	// count, left by an unfinished staged commit of this txid. Only a
+	// staged commit of this host that failed can have left such orphans
+	// (takeover deletes any other writer's), so the deletes are sent only
+	// then: each is a range scan in etcd.
+	db.mu.Lock()
+	risk := db.orphanRisk
+	db.mu.Unlock()
+	all = make([]etcdstore.Op, 0, 2+len(pc.row)/max(pc.rowChunkSize, 1)+4)
+	var n int
+	var err error
+	if all, n, err = etcdstore.AppendChunkPuts(all, pc.deltaKey, pc.blob, pc.chunkSize); err != nil {
+		return nil, err
+	}
+	if risk {
+		all = append(all, etcdstore.ChunkTailDelete(pc.deltaKey, n))
+	}
+	if all, n, err = etcdstore.AppendChunkPuts(all, pc.rowKey, pc.row, pc.rowChunkSize); err != nil {
+		return nil, err
+	}
+	if risk {
+		all = append(all, etcdstore.ChunkTailDelete(pc.rowKey, n))
+	}
+	return append(all, pc.flip), nil
+}
+
+// send lands pcs (of distinct databases of one Pager) in etcd and
+// publishes them on this host. When everything fits one transaction, that
+// is the commit. Otherwise the deltas' chunks (and page index rows that do
+// not fit the flip) are staged under their reserved txids, invisible until
+// the heads flip, and one last transaction flips every head: either way
+// one etcd transaction, comparing every fence and head, makes all of them
+// visible or none. A failure leaves only orphans, deleted at takeover or by
+// this host's next commit of the database.
+func send(ctx context.Context, pcs []*pending) error {
+	p := pcs[0].tx.db.p
+	limits := p.store.Limits()
+	var cmps []etcdstore.Cmp
+	for _, pc := range pcs {
+		cmps = append(cmps, pc.cmps...)
+	}
+	var all []etcdstore.Op
+	for _, pc := range pcs {
+		ops, err := pc.fastOps()
+		if err != nil {
+			return err
 		}
-		all = append(all, flip)
-		if limits.Fits(cmps, all) {
-			info.Txns = 1
-			res, err := db.p.store.Txn(ctx, cmps, all)
-			rev, err := tx.flipResult(ctx, res, err, cmps, head)
-			if err != nil {
-				return CommitInfo{}, err
-			}
-			tx.landed(head, rev, pgnos, blob)
-			return info, nil
+		if ops == nil {
+			all = nil
+			break
 		}
+		all = append(all, ops...)
+	}
+	if all != nil && limits.Fits(cmps, all) {
+		for _, pc := range pcs {
+			pc.info.Txns = 1
+		}
+		res, err := p.store.Txn(ctx, cmps, all)
+		rev, err := flipResult(ctx, pcs, res, err, cmps)
+		if err != nil {
+			return err
+		}
+		for _, pc := range pcs {
+			pc.tx.landed(pc.head, rev, pc.pgnos, pc.blob)
+		}
+		return nil
 	}
 
-	// Staged: the delta's chunks (and the page index row, when it does not
-	// fit the flip) under the reserved txid, invisible until the head
-	// flips; a failure leaves only orphans, deleted at takeover or by
-	// this host's next commit.
-	info.Staged = true
-	st := newStager(ctx, tx, cmps)
-	var src io.ReaderAt = spool
-	if spool == nil {
-		src = bytes.NewReader(blob)
+	st := newStager(ctx, p.store, cmps, func(err error) error { return commitFailed(pcs, err) })
+	var flipOps, rowOps []etcdstore.Op
+	var serr error
+	for _, pc := range pcs {
+		pc.info.Staged = true
+		var src io.ReaderAt = pc.spool
+		if pc.spool == nil {
+			src = bytes.NewReader(pc.blob)
+		}
+		if pc.blob != nil || pc.spool != nil {
+			if serr = st.sendChunks(pc.deltaKey, src, pc.size, pc.chunkSize); serr != nil {
+				break
+			}
+			ops, err := etcdstore.ChunkOps(pc.rowKey, pc.row, pc.rowChunkSize)
+			if err != nil {
+				serr = err
+				break
+			}
+			rowOps = append(rowOps, ops...)
+		} else {
+			flipOps = append(flipOps,
+				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.deltaKey)),
+				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.rowKey)))
+		}
+		flipOps = append(flipOps, pc.flip)
 	}
-	serr := st.sendChunks(deltaKey, src, size, chunkSize)
-	rowOps, err := etcdstore.ChunkOps(rowKey, row, rowChunkSize)
-	if err != nil && serr == nil {
-		serr = err
-	}
-	flipOps := append(rowOps, flip)
-	if serr == nil && !limits.Fits(cmps, flipOps) {
-		serr = st.sendOps(rowOps)
-		flipOps = []etcdstore.Op{flip}
+	if serr == nil {
+		if limits.Fits(cmps, append(flipOps, rowOps...)) {
+			flipOps = append(flipOps, rowOps...)
+		} else {
+			serr = st.sendOps(rowOps)
+		}
 	}
 	n, werr := st.wait()
-	info.Txns += n
 	if werr == nil {
 		werr = serr
 	}
 	if werr != nil {
-		db.setOrphanRisk(true)
-		return CommitInfo{}, werr
+		for _, pc := range pcs {
+			pc.tx.db.setOrphanRisk(true)
+		}
+		return werr
 	}
 	if testHookStaged != nil {
 		testHookStaged(st.sent)
 	}
-	info.Txns++
-	res, err := db.p.store.Txn(ctx, cmps, flipOps)
-	rev, err := tx.flipResult(ctx, res, err, cmps, head)
-	if err != nil {
-		return CommitInfo{}, err
+	if !limits.Fits(cmps, flipOps) {
+		return fmt.Errorf("flip %d heads: %w", len(pcs), &etcdstore.LimitError{Bytes: etcdstore.RequestSize(cmps, flipOps), Ops: len(flipOps), Limits: limits})
 	}
-	tx.landed(head, rev, pgnos, blob)
-	return info, nil
+	res, err := p.store.Txn(ctx, cmps, flipOps)
+	rev, err := flipResult(ctx, pcs, res, err, cmps)
+	if err != nil {
+		return err
+	}
+	for _, pc := range pcs {
+		pc.info.Txns = n + 1
+		pc.tx.landed(pc.head, rev, pc.pgnos, pc.blob)
+	}
+	return nil
 }
 
 // setOrphanRisk records whether a failed staged commit may have left
@@ -329,32 +518,62 @@ func (tx *Tx) landed(head Head, rev int64, pgnos []uint32, blob []byte) {
 	db.mu.Unlock()
 }
 
-// commitFailed turns a failed staging write into the error to report.
-func (tx *Tx) commitFailed(_ context.Context, err error, _ []etcdstore.Cmp, _ Head) error {
-	if errors.Is(err, etcdstore.ErrCompareFailed) {
-		err = tx.db.classifyWriteErr(err, tx.baseRev)
-		tx.db.markStale(err)
+// commitFailed turns a failed write of pcs' commit into the error to
+// report. A failed compare is charged to the first database whose head
+// moved (ErrConflict, or ErrFenced when another generation moved it); with
+// every head in place a fence failed (ErrFenced). Every database's state is
+// then re-read before its next use.
+func commitFailed(pcs []*pending, err error) error {
+	if !errors.Is(err, etcdstore.ErrCompareFailed) {
+		return err
 	}
-	return err
+	out := fmt.Errorf("%w: %w", ErrFenced, err)
+	var ce *etcdstore.CompareError
+	if errors.As(err, &ce) {
+		for _, pc := range pcs {
+			db := pc.tx.db
+			if cur := ce.Current[db.p.keys.Head(db.name)]; cur == nil || cur.ModRevision != pc.tx.baseRev || len(pcs) == 1 {
+				out = db.classifyWriteErr(err, pc.tx.baseRev)
+				if len(pcs) > 1 {
+					out = fmt.Errorf("%s: %w", db.name, out)
+				}
+				break
+			}
+		}
+	}
+	for _, pc := range pcs {
+		pc.tx.db.markStale(out)
+	}
+	return out
 }
 
 // flipResult returns the revision of a head flip, or the error to report.
-// When etcd's answer was lost it learns whether the flip landed.
-func (tx *Tx) flipResult(ctx context.Context, res etcdstore.TxnResult, err error, cmps []etcdstore.Cmp, head Head) (int64, error) {
+// When etcd's answer was lost it learns whether the flip landed, from the
+// first database's head: the flip wrote all of them or none.
+func flipResult(ctx context.Context, pcs []*pending, res etcdstore.TxnResult, err error, cmps []etcdstore.Cmp) (int64, error) {
 	if err == nil {
 		return res.Revision, nil
 	}
 	if !errors.Is(err, etcdstore.ErrUnavailable) {
-		return 0, tx.commitFailed(ctx, err, cmps, head)
+		return 0, commitFailed(pcs, err)
 	}
+	tx, head := pcs[0].tx, pcs[0].head
 	landed, rev, rerr := tx.resolve(ctx, cmps, head)
 	if rerr != nil {
-		tx.db.markStale(rerr)
+		for _, pc := range pcs {
+			pc.tx.db.markStale(rerr)
+		}
 		return 0, fmt.Errorf("%w (and whether it landed is unknown: %v)", err, rerr)
 	}
 	if landed {
-		tx.db.p.log.Info("commit landed despite a lost answer", "db", tx.db.name, "txid", head.TXID)
+		for _, pc := range pcs {
+			pc.tx.db.p.log.Info("commit landed despite a lost answer", "db", pc.tx.db.name, "txid", pc.head.TXID)
+		}
 		return rev, nil
+	}
+	// resolve re-put the first head: every database reloads its state.
+	for _, pc := range pcs {
+		pc.tx.db.markStale(err)
 	}
 	return 0, err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"sync"
 	"testing"
 
@@ -14,19 +15,31 @@ import (
 
 // faultStore wraps a Store and fails one transaction: failAt (1-based)
 // fails before sending, landAt lets the transaction land and then reports
-// etcd unavailable, as a lost answer would.
+// etcd unavailable, as a lost answer would. With flipKey set, the first
+// transaction writing that key is the one (failed, or landed with its
+// answer lost when flipLand).
 type faultStore struct {
 	Store
-	mu     sync.Mutex
-	n      int
-	failAt int
-	landAt int
+	mu       sync.Mutex
+	n        int
+	failAt   int
+	landAt   int
+	flipKey  string
+	flipLand bool
 }
 
 func (f *faultStore) Txn(ctx context.Context, cmps []etcdstore.Cmp, ops []etcdstore.Op) (etcdstore.TxnResult, error) {
 	f.mu.Lock()
 	f.n++
 	n := f.n
+	if f.flipKey != "" && slices.ContainsFunc(ops, func(o etcdstore.Op) bool { return o.Key() == f.flipKey }) {
+		if f.flipLand {
+			f.landAt = n
+		} else {
+			f.failAt = n
+		}
+		f.flipKey = ""
+	}
 	f.mu.Unlock()
 	injected := &etcdstore.UnavailableError{Op: "txn", Err: fmt.Errorf("injected fault at txn %d", n)}
 	if n == f.failAt {

@@ -22,7 +22,8 @@ const stagedWindow = 2
 // the reserved txid, so their order does not matter: the head flip, sent
 // after wait, is what makes them visible.
 type stager struct {
-	tx     *Tx
+	store  Store
+	fail   func(error) error // turns a failed batch into the error to report
 	ctx    context.Context
 	cancel context.CancelFunc
 	cmps   []etcdstore.Cmp
@@ -35,9 +36,9 @@ type stager struct {
 	txns int   // batches that landed
 }
 
-func newStager(ctx context.Context, tx *Tx, cmps []etcdstore.Cmp) *stager {
+func newStager(ctx context.Context, store Store, cmps []etcdstore.Cmp, fail func(error) error) *stager {
 	ctx, cancel := context.WithCancel(ctx)
-	return &stager{tx: tx, ctx: ctx, cancel: cancel, cmps: cmps, slots: make(chan struct{}, stagedWindow)}
+	return &stager{store: store, fail: fail, ctx: ctx, cancel: cancel, cmps: cmps, slots: make(chan struct{}, stagedWindow)}
 }
 
 // send starts one batch once a slot is free. It returns the first failure
@@ -63,13 +64,13 @@ func (s *stager) send(batch []etcdstore.Op) error {
 	go func() {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()
-		_, err := s.tx.db.p.store.Txn(s.ctx, s.cmps, batch)
+		_, err := s.store.Txn(s.ctx, s.cmps, batch)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if err == nil {
 			s.txns++
 		} else if s.err == nil {
-			s.err = s.tx.commitFailed(s.ctx, err, nil, Head{})
+			s.err = s.fail(err)
 			s.cancel()
 		}
 	}()
@@ -84,7 +85,7 @@ func (s *stager) failed() error {
 
 // sendOps sends ops in as few batches as the store's limits allow.
 func (s *stager) sendOps(ops []etcdstore.Op) error {
-	batches, err := s.tx.db.p.store.Limits().Batches(s.cmps, ops)
+	batches, err := s.store.Limits().Batches(s.cmps, ops)
 	if err != nil {
 		return err
 	}
@@ -101,7 +102,7 @@ func (s *stager) sendOps(ops []etcdstore.Op) error {
 // spool file), and deletes any chunk beyond them left by an unfinished
 // commit of the same txid.
 func (s *stager) sendChunks(base string, r io.ReaderAt, size int64, chunkSize int) error {
-	limits := s.tx.db.p.store.Limits()
+	limits := s.store.Limits()
 	count := int((size + int64(chunkSize) - 1) / int64(chunkSize))
 	if count == 0 {
 		count = 1
