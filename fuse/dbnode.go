@@ -418,14 +418,9 @@ func (d *dbNode) commitPoint(ctx context.Context, why string) error {
 }
 
 func (d *dbNode) commitLocked(ctx context.Context, why string) error {
-	tx := d.tx
+	tx := d.takeTxLocked()
 	if tx == nil {
 		return nil
-	}
-	d.tx, d.writer, d.txLocked, d.txNonce = nil, nil, false, 0
-	d.lastWrite = time.Now()
-	if d.agent != nil {
-		defer d.agent.poke() // the lease's idle timer restarts
 	}
 	var err error
 	if why == "close" {
@@ -435,6 +430,26 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 		_, err = tx.Commit(ctx)
 	} else {
 		tx.Rollback()
+	}
+	return d.afterCommitLocked(ctx, why, err)
+}
+
+// takeTxLocked detaches the open transaction, if any, to commit it.
+func (d *dbNode) takeTxLocked() *pager.Tx {
+	tx := d.tx
+	if tx == nil {
+		return nil
+	}
+	d.tx, d.writer, d.txLocked, d.txNonce = nil, nil, false, 0
+	d.lastWrite = time.Now()
+	return tx
+}
+
+// afterCommitLocked finishes the commit of a transaction takeTxLocked
+// detached, whose outcome is err.
+func (d *dbNode) afterCommitLocked(ctx context.Context, why string, err error) error {
+	if d.agent != nil {
+		defer d.agent.poke() // the lease's idle timer restarts
 	}
 	if err != nil {
 		d.invalidate()

@@ -95,6 +95,10 @@ type FS struct {
 	server *gofuse.Server
 	root   *rootNode
 	mnt    string
+	// mntPaths are the absolute paths of the mountpoint, as given and
+	// with symlinks resolved: SQLite names child journals by full path
+	// in a super-journal.
+	mntPaths []string
 
 	mu    sync.Mutex
 	dbs   map[string]*dbNode
@@ -136,7 +140,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	// mnt is set before serving: lock agents open files through it.
-	fsys := &FS{opts: opts, log: log, mnt: mountpoint, dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
+	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
 	fsys.root = &rootNode{fsys: fsys}
 	mo := gofuse.MountOptions{
 		Name:          "kvfs",
@@ -428,6 +432,11 @@ func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno
 		// deleting a super-journal commits every child database.
 		if d != nil && strings.HasSuffix(name, "-journal") {
 			if err := d.commitPoint(ctx, "journal deleted"); err != nil {
+				return fsys.errno("unlink", name, err)
+			}
+		}
+		if s.isSuper() {
+			if err := fsys.commitSuper(ctx, s); err != nil {
 				return fsys.errno("unlink", name, err)
 			}
 		}

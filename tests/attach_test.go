@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvfs/kvfs/etcdstore"
 )
 
 // attachWorkload is SQL over n databases in dir (a0.db, attached a1.db as
@@ -122,5 +124,50 @@ select (select sum(x) from t), (select sum(x) from l.t);`, local)
 	}
 	if got := mustSQL(t, m.Path("k.db"), "select * from t;"); got != "1\n" {
 		t.Fatalf("kvfs database after the transaction: %q", got)
+	}
+}
+
+// TestAttachCommitIsOneEtcdTransaction streams transactions over 3
+// attached databases on host A (a counter row in each, in DELETE and
+// PERSIST mode): after each, every database's head in etcd carries the
+// same modification revision — one etcd transaction flipped them all —
+// and host B, mounting the same etcd, ends on the last counter in each.
+func TestAttachCommitIsOneEtcdTransaction(t *testing.T) {
+	for _, mode := range []string{"delete", "persist"} {
+		t.Run(mode, func(t *testing.T) {
+			a := mountKVFS(t, mountOpts{})
+			b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+			ctx := context.Background()
+			names := []string{"c0.db", "c1.db", "c2.db"}
+			attach := func(m *mount) string {
+				var s strings.Builder
+				fmt.Fprintf(&s, "pragma journal_mode=%s;\n", mode)
+				for i, n := range names[1:] {
+					fmt.Fprintf(&s, "attach '%s' as d%d;\npragma d%d.journal_mode=%s;\n", m.Path(n), i+1, i+1, mode)
+				}
+				return s.String()
+			}
+			setup := attach(a) + "create table t(c); insert into t values (0);\n" +
+				"create table d1.t(c); insert into d1.t values (0);\ncreate table d2.t(c); insert into d2.t values (0);\n"
+			mustSQL(t, a.Path(names[0]), setup)
+			for i := 1; i <= 15; i++ {
+				mustSQL(t, a.Path(names[0]), attach(a)+fmt.Sprintf(
+					"begin; update t set c = %d; update d1.t set c = %d; update d2.t set c = %d; commit;\n", i, i, i))
+				var revs []int64
+				for _, n := range names {
+					kv, _, err := a.Store.Get(ctx, etcdstore.NewKeys(a.Prefix).Head(n), 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					revs = append(revs, kv.ModRevision)
+				}
+				if revs[0] != revs[1] || revs[1] != revs[2] {
+					t.Fatalf("transaction %d: heads at revisions %v, want one", i, revs)
+				}
+			}
+			for _, n := range names {
+				eventuallySQL(t, "host B reads "+n, b.Path(n), "select c from t;", "15\n")
+			}
+		})
 	}
 }
