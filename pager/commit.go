@@ -505,8 +505,13 @@ func (tx *Tx) landed(head Head, rev int64, pgnos []uint32, blob []byte) {
 		idx := db.idx
 		db.mu.Unlock()
 		idx.add(head.TXID, pgnos)
-		if b, err := ltx.OpenBlob(blob); err == nil {
-			db.p.blobs.put(blobKey{inc: tx.v.inc, txid: head.TXID}, b)
+		// A delta larger than a quarter of the blob cache is left out: it
+		// would evict most of what readers use (its pages stay readable
+		// chunk by chunk, and compaction folds it soon).
+		if int64(len(blob)) <= db.p.blobs.max/4 {
+			if b, err := ltx.OpenBlob(blob); err == nil {
+				db.p.blobs.put(blobKey{inc: tx.v.inc, txid: head.TXID}, b)
+			}
 		}
 	}
 	db.mu.Lock()
