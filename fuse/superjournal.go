@@ -3,6 +3,7 @@ package fuse
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -80,21 +81,67 @@ func (s *sideNode) superChildren(mntPaths []string) ([]string, error) {
 	return dbs, nil
 }
 
+// journalMagic ends a rollback journal's super-journal pointer (and starts
+// every journal header).
+var journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
+
+// pointsTo reports whether journal j ends with a pointer to the
+// super-journal named super (this mount's file): SQLite appends the
+// super-journal's full path, its length, a checksum and the journal magic
+// to each child journal before it deletes the super-journal. Only such a
+// child's open transaction belongs to the super-journal's.
+func (j *sideNode) pointsTo(super string, mntPaths []string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	size := j.sizeLocked()
+	if j.f == nil || size < 16 {
+		return false
+	}
+	var tail [16]byte
+	if _, err := j.f.ReadAt(tail[:], size-16); err != nil || !bytes.Equal(tail[8:], journalMagic) {
+		return false
+	}
+	n := int64(binary.BigEndian.Uint32(tail[:4]))
+	if n <= 0 || n > 4096 || size-16-n < 0 {
+		return false
+	}
+	name := make([]byte, n)
+	if _, err := j.f.ReadAt(name, size-16-n); err != nil {
+		return false
+	}
+	path := string(name)
+	return filepath.Base(path) == super && slices.Contains(mntPaths, filepath.Dir(path))
+}
+
 // commitSuper commits, at the deletion of super-journal s, the open
-// transactions of the databases it lists, atomically.
+// transactions of the databases it lists whose journals point back to it,
+// atomically.
 func (fsys *FS) commitSuper(ctx context.Context, s *sideNode) error {
 	names, err := s.superChildren(fsys.mntPaths)
 	if err != nil {
 		return err
 	}
-	var ds []*dbNode
+	type child struct {
+		d       *dbNode
+		journal *sideNode
+	}
+	var children []child
 	fsys.mu.Lock()
-	for _, name := range names { // sorted: the locks below in name order
+	for _, name := range names {
 		if d := fsys.dbs[name]; d != nil {
-			ds = append(ds, d)
+			children = append(children, child{d, fsys.sides[name+"-journal"]})
 		}
 	}
 	fsys.mu.Unlock()
+	var ds []*dbNode // in name order: the locks below
+	for _, c := range children {
+		if c.journal == nil || !c.journal.pointsTo(s.name, fsys.mntPaths) {
+			fsys.log.Warn("super-journal names a database whose journal does not point back to it; left to its own commit point",
+				"super", s.name, "db", c.d.name)
+			continue
+		}
+		ds = append(ds, c.d)
+	}
 	for _, d := range ds {
 		d.mu.Lock()
 		defer d.mu.Unlock()

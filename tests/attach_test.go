@@ -171,3 +171,45 @@ func TestAttachCommitIsOneEtcdTransaction(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleSuperJournal deletes a super-journal that lists a database
+// whose open transaction is not its own (the journal does not point back to
+// it, as after a client died before writing its pointers): that transaction
+// is not committed by the deletion, and commits later at its own end.
+func TestStaleSuperJournal(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	ctx := context.Background()
+	mustSQL(t, m.Path("s.db"), "create table t(x); insert into t values (1);")
+	conn := openConn(t, m.Path("s.db"), "_busy_timeout=5000")
+	// A tiny page cache spills the transaction's pages to the file before
+	// its commit: kvfs holds them as an open transaction.
+	if _, err := conn.ExecContext(ctx, "pragma cache_size=2; begin; insert into t values (2); "+
+		"insert into t select randomblob(800) from (with recursive r(x) as (select 1 union all select x+1 from r where x < 200) select x from r);"); err != nil {
+		t.Fatal(err)
+	}
+	headKey := etcdstore.NewKeys(m.Prefix).Head("s.db")
+	before, _, err := m.Store.Get(ctx, headKey, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	super := m.Path("s.db-mj0A1B2C9D4")
+	if err := os.WriteFile(super, []byte(m.Path("s.db-journal")+"\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(super); err != nil {
+		t.Fatal(err)
+	}
+	after, _, err := m.Store.Get(ctx, headKey, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ModRevision != before.ModRevision {
+		t.Fatal("deleting a super-journal committed a transaction that was not its own")
+	}
+	if _, err := conn.ExecContext(ctx, "commit"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustSQL(t, m.Path("s.db"), "select count(*) from t;"); got != "202\n" {
+		t.Fatalf("after commit: %q", got)
+	}
+}
