@@ -213,3 +213,45 @@ func TestStaleSuperJournal(t *testing.T) {
 		t.Fatalf("after commit: %q", got)
 	}
 }
+
+// TestAttachOtherHostHoldsLease: a transaction over two databases, one of
+// whose write leases another host holds, gets SQLITE_BUSY and changes
+// neither; once that host is done, the same transaction commits both.
+func TestAttachOtherHostHoldsLease(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	ctx := context.Background()
+	mustSQL(t, a.Path("x.db"), "create table t(v);")
+	mustSQL(t, a.Path("y.db"), "create table t(v);")
+	eventuallySQL(t, "host B sees y.db", b.Path("y.db"), "select count(*) from t;", "0\n")
+
+	conn := openConn(t, b.Path("y.db"), "_busy_timeout=10000")
+	if _, err := conn.ExecContext(ctx, "begin immediate; insert into t values ('b');"); err != nil {
+		t.Fatal(err)
+	}
+	keys := etcdstore.NewKeys(a.Prefix)
+	before, _, err := a.Store.Get(ctx, keys.Head("x.db"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := fmt.Sprintf(".timeout %%d\nattach '%s' as y;\nbegin; insert into main.t values ('a'); insert into y.t values ('a'); commit;\n", a.Path("y.db"))
+	out, err := runSQL(a.Path("x.db"), fmt.Sprintf(txn, 200))
+	if err == nil || !strings.Contains(out, "database is locked") {
+		t.Fatalf("transaction while host B holds y.db: %v %q, want database is locked", err, out)
+	}
+	after, _, err := a.Store.Get(ctx, keys.Head("x.db"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ModRevision != before.ModRevision {
+		t.Fatal("x.db changed although the transaction failed")
+	}
+	if _, err := conn.ExecContext(ctx, "commit"); err != nil {
+		t.Fatal(err)
+	}
+	mustSQL(t, a.Path("x.db"), fmt.Sprintf(txn, 10000))
+	if got := mustSQL(t, a.Path("x.db"), "select group_concat(v) from t;"); got != "a\n" {
+		t.Fatalf("x.db: %q", got)
+	}
+	eventuallySQL(t, "y.db on host B", b.Path("y.db"), "select group_concat(v) from (select v from t order by v);", "a,b\n")
+}
