@@ -129,12 +129,31 @@
 // connection keeps the database locked, and another host's commit reaches
 // it after it closes.
 //
+// # Transactions over several databases
+//
+// A transaction that writes several ATTACHed databases (rollback modes)
+// has SQLite write a super-journal beside the main database
+// (<db>-mjXXXXXX9XX: six hex digits, a 9, two hex digits) listing every
+// child journal by full path, append a pointer to it to each child
+// journal, sync every journal and database file, then delete the
+// super-journal: that deletion is the commit point of the whole
+// transaction (see superjournal.go). kvfs commits there, in one etcd
+// transaction (pager.CommitAll), the open transactions of the databases of
+// this mount that the super-journal lists and whose journals point back to
+// it; the child journals' own ends that follow find nothing to commit.
+// Every host sees all of the databases' new versions or none. A child on
+// another filesystem (a local disk) commits there on its own terms: not
+// atomic across the two filesystems. A super-journal is a side file like a
+// journal: host-local, never a database, listed only while it exists.
+//
 // # Not yet
 //
 // WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm
 // locks fail (an I/O error).
-// Multi-database transactions (ATTACH) commit each database at its own
-// journal's invalidation, not atomically across databases.
+// A read transaction over several ATTACHed databases on another host takes
+// each database's snapshot as it first reads it (as SQLite does on a local
+// disk), so it can see one database's commit and not yet another's of the
+// same multi-database transaction.
 //
 // Rename returns EXDEV (mv copies and deletes instead).
 package fuse

@@ -255,3 +255,33 @@ func TestAttachOtherHostHoldsLease(t *testing.T) {
 	}
 	eventuallySQL(t, "y.db on host B", b.Path("y.db"), "select group_concat(v) from (select v from t order by v);", "a,b\n")
 }
+
+// TestCopiesIntoKVFS: VACUUM INTO, the CLI's .backup and .clone make
+// copies on the mount, from a local database and from a kvfs one, equal to
+// their source.
+func TestCopiesIntoKVFS(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	local := filepath.Join(t.TempDir(), "src.db")
+	fill := `create table t(id integer primary key, v text); create index t_v on t(v);
+with recursive r(x) as (select 1 union all select x+1 from r where x < 3000)
+insert into t(v) select printf('row %05d ', x) || hex(randomblob(60)) from r;`
+	mustSQL(t, local, fill)
+	mustSQL(t, local, ".backup '"+m.Path("src.db")+"'")
+	want := mustSQL(t, local, ".dump")
+	for i, src := range []string{local, m.Path("src.db")} {
+		for _, c := range []struct{ name, cmd string }{
+			{"vacuum", "vacuum into '%s';"},
+			{"backup", ".backup '%s'"},
+			{"clone", ".clone '%s'"},
+		} {
+			dst := m.Path(fmt.Sprintf("%s-%d.db", c.name, i))
+			mustSQL(t, src, fmt.Sprintf(c.cmd, dst))
+			if got := mustSQL(t, dst, ".dump"); got != want {
+				t.Fatalf("%s of %s: .dump differs: %s", c.name, src, firstDiff(got, want))
+			}
+			if got := mustSQL(t, dst, "pragma integrity_check;"); got != "ok\n" {
+				t.Fatalf("%s of %s: %q", c.name, src, got)
+			}
+		}
+	}
+}

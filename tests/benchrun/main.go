@@ -404,7 +404,13 @@ func (b *bench) writePhases(ctx context.Context) error {
 			return err
 		}
 	}
-	f := b.rep.figure("insert-txn/cli", fmt.Sprintf("%dk-row insert in one txn, sqlite3 CLI", p.TxnRows/1000), "s", false, false)
+	f := b.rep.figure("insert-attach/cli", fmt.Sprintf("%d transactions over 2 attached dbs (a row in each), DELETE, sqlite3 CLI", p.Inserts/2), "txns/s", true, true)
+	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
+		return attachCLI(ctx, t.dir, p.Inserts/2, i)
+	}); err != nil {
+		return err
+	}
+	f = b.rep.figure("insert-txn/cli", fmt.Sprintf("%dk-row insert in one txn, sqlite3 CLI", p.TxnRows/1000), "s", false, false)
 	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
 		total, _, err := bigTxnCLI(ctx, t.dir, rows100, "DELETE", p.TxnRows, i)
 		return total, err

@@ -93,6 +93,36 @@ func autocommitCLI(ctx context.Context, dir, mode string, n, run int) (float64, 
 	return float64(n) / el.Seconds(), nil
 }
 
+// attachCLI times n transactions, each inserting a row into each of two
+// attached databases (SQLite commits them through a super-journal; kvfs in
+// one etcd transaction), by one sqlite3 CLI process; it returns
+// transactions/s.
+func attachCLI(ctx context.Context, dir string, n, run int) (float64, error) {
+	a := filepath.Join(dir, fmt.Sprintf("attach-a-%d.db", run))
+	b := filepath.Join(dir, fmt.Sprintf("attach-b-%d.db", run))
+	for _, path := range []string{a, b} {
+		if _, err := cli(ctx, path, createT); err != nil {
+			return 0, err
+		}
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, ".timeout 10000\nattach '%s' as b;\n", b)
+	for i := range n {
+		fmt.Fprintf(&s, "begin; insert into main.t(v) values('a row %d padding'); insert into b.t(v) values('b row %d padding'); commit;\n", i, i)
+	}
+	t0 := time.Now()
+	if _, err := cli(ctx, a, s.String()); err != nil {
+		return 0, err
+	}
+	el := time.Since(t0)
+	for _, path := range []string{a, b} {
+		if err := expectCount(ctx, path, n); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / el.Seconds(), nil
+}
+
 // openDB opens path with go-sqlite3 on one connection.
 func openDB(path, params string) (*sql.DB, error) {
 	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000"+params)
