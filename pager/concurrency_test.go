@@ -105,7 +105,9 @@ func TestCommitSizesDefaultLimits(t *testing.T) {
 	// Small caches: memory must stay bounded by them, not by the
 	// transaction (16 MiB each for pages, blobs, chunks and dirty pages).
 	p := e.pager(Options{Store: store, PageCacheBytes: 16 << 20, BlobCacheBytes: 16 << 20, DirtyMemBytes: 16 << 20})
-	ctx := ctxT(t)
+	// 300 MiB through etcd takes minutes under -race beside other packages.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
 	if err := p.Create(ctx, "big.db"); err != nil {
 		t.Fatal(err)
 	}
