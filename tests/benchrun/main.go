@@ -461,6 +461,16 @@ func (b *bench) writePhases(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	f = b.rep.figure("raw-etcd-ingest", "raw etcd: 24 MiB of hex text in fenced ~1.4 MiB puts and a flip, sequential (the floor of the 200-byte-value COMMIT)", "s", false, false)
+	if err := b.measure(ctx, f, b.targets[1:], func(t *target, i int) (float64, error) {
+		eps, err := t.etcdEndpoints()
+		if err != nil {
+			return 0, err
+		}
+		return rawIngest(ctx, eps, 24<<20, i)
+	}); err != nil {
+		return err
+	}
 	for _, t := range b.targets {
 		progress("setup", "%s: lookup.db with %d rows", t.key, p.LookupRows)
 		if err := createLookupDB(ctx, t.dir, "lookup.db", "DELETE", p.LookupRows); err != nil {

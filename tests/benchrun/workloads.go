@@ -401,6 +401,45 @@ func evict(path string) error {
 // comparing a fence value and the head's mod revision and putting a
 // valueBytes value and the head — kvfs's fast-path commit shape. It returns
 // txn/s, and deletes its keys afterwards.
+// rawIngest times writing total bytes of hex text (what LZ4 leaves of the
+// 200-byte-value transaction's pages) to etcd as a staged commit does: a
+// fenced transaction per chunk of at most etcd's default request size,
+// sequentially, then one flip. It returns seconds: the floor of that
+// transaction's COMMIT on this etcd.
+func rawIngest(ctx context.Context, eps []string, total, run int) (float64, error) {
+	s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: eps})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	pfx := fmt.Sprintf("/kvfs-bench-ingest/%d-%d/", time.Now().UnixNano(), run)
+	fence, head := pfx+"fence", pfx+"head"
+	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(fence, []byte("gen-1"))}); err != nil {
+		return 0, err
+	}
+	cmps := []etcdstore.Cmp{etcdstore.CmpValue(fence, []byte("gen-1"))}
+	chunk := etcdstore.DefaultLimits().ChunkSize(len(pfx)+32) - 64<<10
+	value := make([]byte, chunk)
+	const hexDigits = "0123456789ABCDEF"
+	for i := range value {
+		value[i] = hexDigits[rand.IntN(16)]
+	}
+	t0 := time.Now()
+	for i := 0; i*chunk < total; i++ {
+		if _, err := s.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%04x", pfx, i), value[:min(chunk, total-i*chunk)])}); err != nil {
+			return 0, fmt.Errorf("raw ingest chunk %d: %w", i, err)
+		}
+	}
+	if _, err := s.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(head, []byte("1"))}); err != nil {
+		return 0, err
+	}
+	el := time.Since(t0)
+	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpDeletePrefix(pfx)}); err != nil {
+		return 0, fmt.Errorf("delete raw ingest keys: %w", err)
+	}
+	return el.Seconds(), nil
+}
+
 func rawFencedTxns(ctx context.Context, eps []string, n, valueBytes, run int) (float64, error) {
 	s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: eps})
 	if err != nil {
