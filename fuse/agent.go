@@ -45,10 +45,11 @@ var errStaleView = errors.New("another host committed since this transaction rea
 // local RESERVED lock) for Options.IdleRelease, or at once when another
 // host asks for it, so the other hosts' guards come down.
 type lockAgent struct {
-	d      *dbNode
-	ready  chan struct{} // closed once guard and apply are open (or failed)
-	guard  *os.File
-	apply  *os.File
+	d       *dbNode
+	ready   chan struct{} // closed once guard and apply are open (or failed)
+	guard   *os.File
+	apply   *os.File
+	applyMu sync.Mutex // held while apply's locks are in use (by this agent or a group's)
 	err    error
 	kick   chan struct{}
 	cancel context.CancelFunc
@@ -428,6 +429,11 @@ const applyHold = time.Second
 // if local read transactions do not drain within applyHold, releasing
 // PENDING so new readers are not shut out for long.
 func (a *lockAgent) applyRemote(ctx context.Context) bool {
+	if group := a.d.group(); len(group) > 1 {
+		return applyGroup(ctx, a.d, group)
+	}
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	if !setlk(a.apply, unix.F_WRLCK, pendingByte, 1) {
 		return false
 	}

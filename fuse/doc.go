@@ -145,15 +145,16 @@
 // another filesystem (a local disk) commits there on its own terms: not
 // atomic across the two filesystems. A super-journal is a side file like a
 // journal: host-local, never a database, listed only while it exists.
+// Every head of such a commit names its group (pager.Head.Group); another
+// host applies it to all of the group's databases it has open at once,
+// under the lock agents' PENDING and EXCLUSIVE of each (groupapply.go), so
+// that a read transaction there over several of them never sees one ahead
+// of another.
 //
 // # Not yet
 //
 // WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm
 // locks fail (an I/O error).
-// A read transaction over several ATTACHed databases on another host takes
-// each database's snapshot as it first reads it (as SQLite does on a local
-// disk), so it can see one database's commit and not yet another's of the
-// same multi-database transaction.
 //
 // Rename returns EXDEV (mv copies and deletes instead).
 package fuse

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +136,20 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 		if pc != nil {
 			defer pc.close()
 			pcs = append(pcs, pc)
+		}
+	}
+	if len(pcs) > 1 {
+		// Every head names the group, so that hosts following the commit
+		// apply it to all of its databases at once.
+		names := make([]string, len(pcs))
+		for i, pc := range pcs {
+			names[i] = pc.tx.db.name
+		}
+		sort.Strings(names)
+		for _, pc := range pcs {
+			pc.head.Group = strings.Join(names, "\n")
+			pc.info.Head = pc.head
+			pc.flip = etcdstore.OpPut(pc.tx.db.p.keys.Head(pc.tx.db.name), pc.head.marshal())
 		}
 	}
 	if err == nil && len(pcs) > 0 {

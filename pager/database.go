@@ -375,6 +375,14 @@ func (db *Database) refresh(ctx context.Context) error {
 	return nil
 }
 
+// HeadRevision returns the etcd revision of the latest committed head this
+// host knows: the revision of the transaction that committed it.
+func (db *Database) HeadRevision() int64 {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.headRev
+}
+
 // Head returns the latest committed head this host knows.
 func (db *Database) Head() Head {
 	db.mu.Lock()

@@ -3,6 +3,7 @@ package pager
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // Head is a database's committed state, stored as JSON at Keys.Head. Every
@@ -23,6 +24,20 @@ type Head struct {
 	UsedBytes int64 `json:"used_bytes"`
 	// Timestamp is the commit time, Unix milliseconds.
 	Timestamp int64 `json:"ts"`
+	// Group names, one per line in name order, every database committed
+	// in the same etcd transaction as this one (CommitAll), this one
+	// included; empty for a commit of one database. Hosts that follow the
+	// commit apply it to all of them at once.
+	Group string `json:"group,omitempty"`
+}
+
+// GroupNames returns the databases of h's multi-database commit, nil for
+// a commit of one database.
+func (h Head) GroupNames() []string {
+	if h.Group == "" {
+		return nil
+	}
+	return strings.Split(h.Group, "\n")
 }
 
 // Size returns the database size in bytes.

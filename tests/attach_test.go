@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
 )
@@ -283,5 +284,74 @@ insert into t(v) select printf('row %05d ', x) || hex(randomblob(60)) from r;`
 				t.Fatalf("%s of %s: %q", c.name, src, got)
 			}
 		}
+	}
+}
+
+// TestAttachReaderOnOtherHost: while host A streams transactions over three
+// attached databases (a counter row in each), a reader on host B reads the
+// three counters in one statement, again and again: it never sees one
+// database ahead of another, and it follows the stream.
+func TestAttachReaderOnOtherHost(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	names := []string{"r0.db", "r1.db", "r2.db"}
+	attach := func(m *mount) string {
+		return fmt.Sprintf(".timeout 5000\nattach '%s' as d1;\nattach '%s' as d2;\n", m.Path(names[1]), m.Path(names[2]))
+	}
+	mustSQL(t, a.Path(names[0]), attach(a)+"create table t(c); insert into t values (0);\n"+
+		"create table d1.t(c); insert into d1.t values (0);\ncreate table d2.t(c); insert into d2.t values (0);\n")
+	for _, n := range names {
+		eventuallySQL(t, "host B sees "+n, b.Path(n), "select c from t;", "0\n")
+	}
+	const commits = 40
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= commits; i++ {
+			if _, err := runSQL(a.Path(names[0]), attach(a)+fmt.Sprintf(
+				"begin; update t set c = %d; update d1.t set c = %d; update d2.t set c = %d; commit;\n", i, i, i)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	seen := map[string]bool{}
+	reads := 0
+	read := func() string {
+		out, err := runSQL(b.Path(names[0]), attach(b)+"select (select c from main.t), (select c from d1.t), (select c from d2.t);\n")
+		if err != nil {
+			t.Fatalf("read on host B: %v", err)
+		}
+		var x, y, z int
+		if _, err := fmt.Sscanf(out, "%d|%d|%d\n", &x, &y, &z); err != nil {
+			t.Fatalf("read on host B: %q: %v", out, err)
+		}
+		if x != y || y != z {
+			t.Fatalf("host B read counters %d, %d, %d: one database ahead of another", x, y, z)
+		}
+		reads++
+		seen[out] = true
+		return out
+	}
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			running = false
+		default:
+			read()
+		}
+	}
+	final := fmt.Sprintf("%d|%d|%d\n", commits, commits, commits)
+	for deadline := time.Now().Add(10 * time.Second); read() != final; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("host B never read the last counters %q", final)
+		}
+	}
+	t.Logf("%d reads on host B saw %d states", reads, len(seen))
+	if len(seen) < 3 {
+		t.Fatalf("host B saw only %d states during %d commits: it did not follow the stream", len(seen), commits)
 	}
 }

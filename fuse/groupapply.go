@@ -1,0 +1,142 @@
+package fuse
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kvfs/kvfs/pager"
+)
+
+// A commit over several databases (a transaction over ATTACHed databases,
+// see superjournal.go) lands in one etcd transaction, and every one of its
+// heads names the group. A host following it applies it to all of the
+// group's databases it has open at once: under PENDING and EXCLUSIVE of
+// every one of them, in name order, each caught up to the commit's etcd
+// revision, so that no read transaction on this host, whatever databases
+// it reads, sees the commit in one database and not in another.
+
+// group returns the open databases of this host in the group of d's
+// latest head (d included, in name order), or nil for a commit of one
+// database. Databases in WAL mode, or without a lock agent or a read view
+// here, apply on their own.
+func (d *dbNode) group() []*dbNode {
+	names := d.db.Head().GroupNames()
+	if len(names) < 2 {
+		return nil
+	}
+	var group []*dbNode
+	d.fsys.mu.Lock()
+	for _, name := range names {
+		if m := d.fsys.dbs[name]; m == d || (m != nil && m.agent != nil && m.agent.isReady()) {
+			group = append(group, m)
+		}
+	}
+	d.fsys.mu.Unlock()
+	group = slices.DeleteFunc(group, func(m *dbNode) bool {
+		if m == d {
+			return false
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.view == nil || m.ovl != nil
+	})
+	return group
+}
+
+// applyGroup makes the latest heads of group (d's and those of the same
+// commit or later) this host's read views together, as applyRemote does for
+// one database. It gives up (false) if local read transactions hold any of
+// them past applyHold; the agents try again.
+func applyGroup(ctx context.Context, d *dbNode, group []*dbNode) bool {
+	rev := d.db.HeadRevision()
+	for _, m := range group { // name order: no two groups deadlock
+		m.agent.applyMu.Lock()
+		defer m.agent.applyMu.Unlock()
+	}
+	for _, m := range group {
+		if !setlk(m.agent.apply, unix.F_WRLCK, pendingByte, 1) {
+			for _, u := range group {
+				setlk(u.agent.apply, unix.F_UNLCK, 0, 0)
+			}
+			return false
+		}
+	}
+	defer func() {
+		for _, m := range group {
+			setlk(m.agent.apply, unix.F_UNLCK, 0, 0)
+		}
+	}()
+	deadline := time.Now().Add(applyHold)
+	for _, m := range group {
+		for !setlk(m.agent.apply, unix.F_WRLCK, sharedFirst, sharedSize) {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return false
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+	}
+	// Every database has heard of the commit (each follows etcd on its
+	// own watch).
+	for _, m := range group {
+		for m.db.HeadRevision() < rev {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				d.fsys.log.Warn("apply multi-database commit: a database has not heard of it", "db", m.name, "rev", rev)
+				return false
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	snaps := make([]*pager.Snapshot, len(group))
+	for i, m := range group {
+		snap, err := m.db.Snapshot(ctx)
+		if err != nil {
+			d.fsys.log.Warn("apply multi-database commit", "db", m.name, "err", err)
+			for _, s := range snaps[:i] {
+				s.Close()
+			}
+			return false
+		}
+		snaps[i] = snap
+	}
+	for _, m := range group {
+		m.mu.Lock()
+	}
+	busy := slices.ContainsFunc(group, func(m *dbNode) bool { return m.tx != nil })
+	var old []*pager.Snapshot
+	if !busy {
+		for i, m := range group {
+			old = append(old, m.view)
+			m.view = snaps[i]
+			m.cachedTXID = snaps[i].Head().TXID
+		}
+	}
+	for _, m := range group {
+		m.mu.Unlock()
+	}
+	if busy {
+		for _, s := range snaps {
+			s.Close()
+		}
+		return false
+	}
+	for _, s := range old {
+		if s != nil {
+			s.Close()
+		}
+	}
+	// No local SQLite transaction can read meanwhile: EXCLUSIVE is held on
+	// every database of the group.
+	for i, m := range group {
+		d.fsys.log.Debug("applied remote multi-database commit", "db", m.name, "txid", snaps[i].Head().TXID)
+		m.NotifyContent(0, 0)
+	}
+	for _, m := range group {
+		if m != d {
+			m.agent.poke() // its guard may come down
+		}
+	}
+	return true
+}
