@@ -50,11 +50,11 @@ type lockAgent struct {
 	guard   *os.File
 	apply   *os.File
 	applyMu sync.Mutex // held while apply's locks are in use (by this agent or a group's)
-	err    error
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   sync.WaitGroup
-	closed sync.Once
+	err     error
+	kick    chan struct{}
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+	closed  sync.Once
 
 	// Owned by the run goroutine.
 	guardUp bool
