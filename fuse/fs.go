@@ -86,6 +86,11 @@ type Options struct {
 	Debug bool
 	// Logger receives errors; nil discards them.
 	Logger *slog.Logger
+	// Failpoint, if set, is called at named points of the commit protocol
+	// (a fault seam for crash tests): "super-journal-commit" before a
+	// multi-database commit is sent to etcd, "super-journal-committed"
+	// after it landed, before SQLite hears of it.
+	Failpoint func(name string)
 }
 
 // FS is a mounted kvfs directory.

@@ -156,7 +156,11 @@ func (fsys *FS) commitSuper(ctx context.Context, s *sideNode) error {
 	if len(txs) == 0 {
 		return nil
 	}
+	fsys.failpoint("super-journal-commit")
 	_, err = pager.CommitAll(ctx, txs...)
+	if err == nil {
+		fsys.failpoint("super-journal-committed")
+	}
 	for _, d := range owners {
 		d.afterCommitLocked(ctx, "super-journal deleted", err)
 	}
@@ -164,4 +168,11 @@ func (fsys *FS) commitSuper(ctx context.Context, s *sideNode) error {
 		fsys.log.Debug("multi-database commit", "super", s.name, "dbs", names)
 	}
 	return err
+}
+
+// failpoint calls Options.Failpoint, if set.
+func (fsys *FS) failpoint(name string) {
+	if fsys.opts.Failpoint != nil {
+		fsys.opts.Failpoint(name)
+	}
 }

@@ -257,3 +257,45 @@ wait:
 	}
 	a.Stop()
 }
+
+// TestCrashAtSuperJournal kills kvfs exactly at the commit point of a
+// transaction over three attached databases (the failpoint
+// KVFS_TEST_FAILPOINT): just before its etcd commit, the remount shows the
+// transaction in no database; just after the commit landed, before SQLite
+// heard of it, in every database.
+func TestCrashAtSuperJournal(t *testing.T) {
+	requireFUSE(t)
+	for _, tc := range []struct {
+		point string
+		want  int // rows per database after the remount
+	}{{"super-journal-commit", 10}, {"super-journal-committed", 15}} {
+		for _, mode := range []string{"delete", "persist"} {
+			t.Run(tc.point+"/"+mode, func(t *testing.T) {
+				prefix := fmt.Sprintf("/crash-super-%d/", seq.Add(1))
+				setup := startKVFS(t, procOpts{Endpoints: sharedEtcd.Endpoints(), Prefix: prefix})
+				mustSQL(t, setup.Path(attachDBs[0]), attachSetup(setup, mode)+
+					"create table main.t(id integer primary key, v text);\n"+
+					"create table d1.t(id integer primary key, v text);\ncreate table d2.t(id integer primary key, v text);\n"+
+					attachTxn(1, 10))
+				setup.Stop()
+				a := startKVFS(t, procOpts{Endpoints: sharedEtcd.Endpoints(), Prefix: prefix, Dir: setup.Dir,
+					Env: []string{"KVFS_TEST_FAILPOINT=" + tc.point}})
+				out, err := runSQL(a.Path(attachDBs[0]), attachSetup(a, mode)+attachTxn(11, 5))
+				if err == nil {
+					t.Fatalf("the transaction succeeded although kvfs died at its commit point: %q", out)
+				}
+				select {
+				case <-a.done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("kvfs still runs after its failpoint")
+				}
+				a.Detach()
+				b := startKVFS(t, procOpts{Endpoints: sharedEtcd.Endpoints(), Prefix: prefix, Dir: setup.Dir})
+				if got := checkAttachRows(t, b); got != tc.want {
+					t.Fatalf("after kvfs died at %s: %d rows in every database, want %d", tc.point, got, tc.want)
+				}
+				b.Stop()
+			})
+		}
+	}
+}

@@ -72,6 +72,7 @@ type procOpts struct {
 	Dir       string   // mountpoint; "" = a fresh directory
 	LeaseTTL  time.Duration
 	Args      []string // extra flags
+	Env       []string // extra environment (KEY=VALUE)
 }
 
 // startKVFS starts `kvfs mount` and waits until the kernel serves its mount.
@@ -93,6 +94,9 @@ func startKVFS(t *testing.T, o procOpts) *kvfsProc {
 	args = append(append(args, o.Args...), o.Dir)
 	p := &kvfsProc{t: t, Dir: o.Dir, out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
+	if o.Env != nil {
+		p.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Its own process group, so a ^C at the test reaches the cleanup first;
 	// killed by the kernel if the test binary dies without its cleanups.

@@ -84,6 +84,11 @@ func raiseGOMAXPROCS(log *slog.Logger) {
 	log.Debug("GOMAXPROCS raised for the FUSE readers", "procs", n)
 }
 
+// failpointEnv names a point of the commit protocol (fuse.Options.Failpoint)
+// where kvfs kills itself with SIGKILL: a seam for crash tests, unset in
+// production.
+const failpointEnv = "KVFS_TEST_FAILPOINT"
+
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseMount(args, stderr)
 	if err != nil {
@@ -165,6 +170,15 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if cfg.Compaction.MaxDeltas > 0 {
 		fopts.BeforeRelease = worker.BeforeRelease
+	}
+	if fp := os.Getenv(failpointEnv); fp != "" {
+		// Crash tests: die as kill -9 would at that point of a commit.
+		log.Warn("failpoint armed: kvfs kills itself there", "failpoint", fp)
+		fopts.Failpoint = func(name string) {
+			if name == fp {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
 	}
 	m, err := kvfuse.Mount(mnt, fopts)
 	if err != nil {
