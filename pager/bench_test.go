@@ -45,6 +45,40 @@ func openBenchStore(b *testing.B) *etcdstore.Store {
 	return s
 }
 
+// openBenchWriter creates database name (through creator, a store that
+// writes) and opens it on a new Pager over store as the writer, under a
+// lease from m; everything closes in b.Cleanup.
+func openBenchWriter(b *testing.B, store, creator Store, keys etcdstore.Keys, m *fence.Manager, name string) *Database {
+	b.Helper()
+	ctx := context.Background()
+	p, err := New(Options{Store: store, Keys: keys, SpoolDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	cp, err := New(Options{Store: creator, Keys: keys})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cp.Close()
+	if err := cp.Create(ctx, name); err != nil {
+		b.Fatal(err)
+	}
+	db, err := p.Open(ctx, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	lease, err := m.Acquire(ctx, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := db.Acquire(ctx, lease); err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
 // countingStore counts the store calls that are etcd round trips (a Watch
 // is a stream, not counted).
 type countingStore struct {
@@ -138,27 +172,7 @@ func BenchmarkCommit(b *testing.B) {
 	// writer opens a database of page 1 and 128 pages as writer on a Pager
 	// over store and returns a function committing n pages of it.
 	writer := func(store Store, name string, n int) func(i int) (CommitInfo, error) {
-		p, err := New(Options{Store: store, Keys: keys, SpoolDir: b.TempDir()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Close() })
-		creator, _ := New(Options{Store: s, Keys: keys}) // store may not write
-		if err := creator.Create(ctx, name); err != nil {
-			b.Fatal(err)
-		}
-		db, err := p.Open(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { db.Close() })
-		lease, err := m.Acquire(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := db.Acquire(ctx, lease); err != nil {
-			b.Fatal(err)
-		}
+		db := openBenchWriter(b, store, s, keys, m, name)
 		tx, err := db.Begin(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -506,27 +520,8 @@ func BenchmarkLargeCommit(b *testing.B) {
 	keys := etcdstore.NewKeys(fmt.Sprintf("/bench/large-%d/", prefixSeq.Add(1)))
 	m := fence.NewManager(s, keys, fence.Options{Owner: "bench"})
 	b.Cleanup(func() { m.Close(context.Background()) })
-	p, err := New(Options{Store: s, Keys: keys, SpoolDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { p.Close() })
 	const name, pages = "large.db", 6400
-	if err := p.Create(ctx, name); err != nil {
-		b.Fatal(err)
-	}
-	db, err := p.Open(ctx, name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	lease, err := m.Acquire(ctx, name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := db.Acquire(ctx, lease); err != nil {
-		b.Fatal(err)
-	}
+	db := openBenchWriter(b, s, s, keys, m, name)
 	rng := rand.New(rand.NewSource(1))
 	const hexDigits = "0123456789ABCDEF"
 	data := make([][]byte, pages+1)

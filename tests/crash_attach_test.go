@@ -135,42 +135,18 @@ func attachKVFSCrashTrial(t *testing.T, mode string, seed uint64) {
 		t.Fatalf("setup: %v\n%s", err, a.out)
 	}
 	var w crashWriter
-	done := make(chan struct{})
 	wrng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
-	go func() {
-		defer close(done)
-		next := 1
-		for {
-			n := 1 + wrng.IntN(3)
-			if wrng.IntN(8) == 0 {
-				n = 50 + wrng.IntN(150)
-			}
-			w.attempted = next + n - 1
-			if _, err := db.Exec(attachTxn(next, n)); err != nil {
-				w.err, w.errAt = err, time.Now()
-				return
-			}
-			next += n
-			w.acked = next - 1
-			w.commits++
+	done := w.start(func() int {
+		if wrng.IntN(8) == 0 {
+			return 50 + wrng.IntN(150)
 		}
-	}()
+		return 1 + wrng.IntN(3)
+	}, func(_, first, n int) error {
+		_, err := db.Exec(attachTxn(first, n))
+		return err
+	})
 	delay := 100*time.Millisecond + time.Duration(rng.IntN(1200))*time.Millisecond
-	select {
-	case <-time.After(delay):
-	case <-done:
-		t.Fatalf("writer failed before the kill, after %d commits: %v\n%s", w.commits, w.err, a.out)
-	}
-	killedAt := time.Now()
-	a.Kill()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("writer still blocked 30s after kvfs was killed")
-	}
-	if w.errAt.Before(killedAt) {
-		t.Fatalf("writer failed %s before the kill: %v", killedAt.Sub(w.errAt), w.err)
-	}
+	w.killDuring(t, a, done, delay)
 	t.Logf("%s: killed kvfs after %s: %d transactions acknowledged (ids 1..%d), in flight %d..%d: %v",
 		mode, delay, w.commits, w.acked, w.acked+1, w.attempted, w.err)
 	db.Close()

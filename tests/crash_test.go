@@ -76,6 +76,49 @@ type crashWriter struct {
 	errAt            time.Time // when it failed
 }
 
+// start runs the writer in the background: commits of size() increasing
+// ids each, through commit, until one fails. The channel closes then.
+func (w *crashWriter) start(size func() int, commit func(batch, first, n int) error) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		next := 1
+		for batch := 1; ; batch++ {
+			n := size()
+			w.attempted = next + n - 1
+			if err := commit(batch, next, n); err != nil {
+				w.err, w.errAt = err, time.Now()
+				return
+			}
+			next += n
+			w.acked = next - 1
+			w.commits++
+		}
+	}()
+	return done
+}
+
+// killDuring kills kvfs after delay while the writer runs, waits for the
+// writer to stop, and checks that it failed only because of the kill.
+func (w *crashWriter) killDuring(t *testing.T, a *kvfsProc, done <-chan struct{}, delay time.Duration) {
+	t.Helper()
+	select {
+	case <-time.After(delay):
+	case <-done:
+		t.Fatalf("writer failed before the kill, after %d commits: %v\n%s", w.commits, w.err, a.out)
+	}
+	killedAt := time.Now()
+	a.Kill()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("writer still blocked 30s after kvfs was killed")
+	}
+	if w.errAt.Before(killedAt) {
+		t.Fatalf("writer failed %s before the kill: %v", killedAt.Sub(w.errAt), w.err)
+	}
+}
+
 // crashTrial runs one kill -9 trial in journal mode.
 func crashTrial(t *testing.T, mode string, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x6b766673))
@@ -99,43 +142,14 @@ func crashTrial(t *testing.T, mode string, seed uint64) {
 	// spills pages to the file before its commit point).
 	wrng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 	var w crashWriter
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		next := 1
-		for batch := 1; ; batch++ {
-			n := 1
-			if wrng.IntN(10) == 0 {
-				n = 2 + wrng.IntN(199)
-			}
-			w.attempted = next + n - 1
-			err := insertBatch(db, batch, next, n)
-			if err != nil {
-				w.err, w.errAt = err, time.Now()
-				return
-			}
-			next += n
-			w.acked = next - 1
-			w.commits++
+	done := w.start(func() int {
+		if wrng.IntN(10) == 0 {
+			return 2 + wrng.IntN(199)
 		}
-	}()
-
+		return 1
+	}, func(batch, first, n int) error { return insertBatch(db, batch, first, n) })
 	delay := 100*time.Millisecond + time.Duration(rng.IntN(1500))*time.Millisecond
-	select {
-	case <-time.After(delay):
-	case <-done:
-		t.Fatalf("writer failed before the kill, after %d commits: %v\n%s", w.commits, w.err, a.out)
-	}
-	killedAt := time.Now()
-	a.Kill()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("writer still blocked 30s after kvfs was killed")
-	}
-	if w.errAt.Before(killedAt) {
-		t.Fatalf("writer failed %s before the kill: %v", killedAt.Sub(w.errAt), w.err)
-	}
+	w.killDuring(t, a, done, delay)
 	t.Logf("%s: killed kvfs after %s: %d commits acknowledged (ids 1..%d), in flight ids %d..%d: %v",
 		mode, delay, w.commits, w.acked, w.acked+1, w.attempted, w.err)
 	db.Close()
