@@ -37,14 +37,7 @@ func TestCrashKill9AttachIntegration(t *testing.T) {
 func runAttachCrashTrials(t *testing.T, kinds []string, trials int) {
 	requireFUSE(t)
 	kvfsBinary(t)
-	base := uint64(time.Now().UnixNano())
-	if s := os.Getenv(crashSeedEnv); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", crashSeedEnv, s, err)
-		}
-		base = v
-	}
+	base := crashSeedBase(t)
 	for k, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			victim, mode, _ := strings.Cut(kind, "-")

@@ -34,17 +34,23 @@ func TestCrashKill9Integration(t *testing.T) {
 	runCrashTrials(t, []string{"delete", "truncate", "persist", "memory", "wal"}, 10)
 }
 
-func runCrashTrials(t *testing.T, modes []string, trials int) {
-	requireFUSE(t)
-	kvfsBinary(t) // build once, before any timing starts
-	base := uint64(time.Now().UnixNano())
+// crashSeedBase returns the seed of the first trial: crashSeedEnv's
+// value when set (replaying one), else the clock.
+func crashSeedBase(t *testing.T) uint64 {
 	if s := os.Getenv(crashSeedEnv); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			t.Fatalf("%s=%q: %v", crashSeedEnv, s, err)
 		}
-		base = v
+		return v
 	}
+	return uint64(time.Now().UnixNano())
+}
+
+func runCrashTrials(t *testing.T, modes []string, trials int) {
+	requireFUSE(t)
+	kvfsBinary(t) // build once, before any timing starts
+	base := crashSeedBase(t)
 	for m, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			for i := range trials {
