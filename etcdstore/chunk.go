@@ -45,7 +45,7 @@ func (l Limits) ChunkSize(keyLen int) int {
 // chunkSize bytes, followed by a delete of any chunk beyond the new count
 // (left by an earlier, longer value). An empty value is one empty chunk.
 func ChunkOps(base string, value []byte, chunkSize int) ([]Op, error) {
-	n, err := chunkCount(base, len(value), chunkSize)
+	n, err := ChunkCount(base, int64(len(value)), chunkSize)
 	if err != nil {
 		return nil, err
 	}
@@ -59,27 +59,25 @@ func ChunkOps(base string, value []byte, chunkSize int) ([]Op, error) {
 // value is left under base, or that add ChunkTailDelete(base, count)
 // themselves: in etcd the delete is a range scan.
 func AppendChunkPuts(ops []Op, base string, value []byte, chunkSize int) ([]Op, int, error) {
-	n, err := chunkCount(base, len(value), chunkSize)
+	n, err := ChunkCount(base, int64(len(value)), chunkSize)
 	if err != nil {
 		return ops, 0, err
 	}
 	return appendChunkPuts(ops, base, value, chunkSize, n), n, nil
 }
 
-// chunkCount returns the number of chunks of at most chunkSize bytes that
-// a value of size bytes takes: at least one.
-func chunkCount(base string, size, chunkSize int) (int, error) {
+// ChunkCount returns the number of chunks of at most chunkSize bytes that
+// a value of size bytes stored under base takes: at least one. It fails
+// with ErrTooLarge beyond the chunks a key can number.
+func ChunkCount(base string, size int64, chunkSize int) (int, error) {
 	if chunkSize < 1 {
 		return 0, fmt.Errorf("chunk %s: chunk size %d: %w", base, chunkSize, ErrTooLarge)
 	}
-	n := (size + chunkSize - 1) / chunkSize
-	if n == 0 {
-		n = 1
-	}
+	n := max((size+int64(chunkSize)-1)/int64(chunkSize), 1)
 	if n > maxChunks {
 		return 0, fmt.Errorf("chunk %s: %d bytes need %d chunks of %d: %w", base, size, n, chunkSize, ErrTooLarge)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // appendChunkPuts appends the puts of value's n chunks.

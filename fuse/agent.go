@@ -429,45 +429,11 @@ const applyHold = time.Second
 // if local read transactions do not drain within applyHold, releasing
 // PENDING so new readers are not shut out for long.
 func (a *lockAgent) applyRemote(ctx context.Context) bool {
-	if group := a.d.group(); len(group) > 1 {
-		return applyGroup(ctx, a.d, group)
+	group := a.d.group()
+	if len(group) < 2 {
+		group = []*dbNode{a.d}
 	}
-	a.applyMu.Lock()
-	defer a.applyMu.Unlock()
-	if !setlk(a.apply, unix.F_WRLCK, pendingByte, 1) {
-		return false
-	}
-	defer setlk(a.apply, unix.F_UNLCK, 0, 0)
-	deadline := time.Now().Add(applyHold)
-	for !setlk(a.apply, unix.F_WRLCK, sharedFirst, sharedSize) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(500 * time.Microsecond)
-	}
-	d := a.d
-	snap, err := d.db.Snapshot(ctx)
-	if err != nil {
-		d.fsys.log.Warn("apply remote commit", "db", d.name, "err", err)
-		return false
-	}
-	d.mu.Lock()
-	if d.tx != nil {
-		d.mu.Unlock()
-		snap.Close()
-		return false
-	}
-	old := d.view
-	d.view = snap
-	d.cachedTXID = snap.Head().TXID
-	d.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
-	d.fsys.log.Debug("applied remote commit", "db", d.name, "txid", snap.Head().TXID)
-	// No local SQLite transaction can read meanwhile: EXCLUSIVE is held.
-	d.NotifyContent(0, 0)
-	return true
+	return applyViews(ctx, a.d, group)
 }
 
 // leaseLiveLocked reports whether this host holds a live write lease.

@@ -46,11 +46,13 @@ func (d *dbNode) group() []*dbNode {
 	return group
 }
 
-// applyGroup makes the latest heads of group (d's and those of the same
-// commit or later) this host's read views together, as applyRemote does for
-// one database. It gives up (false) if local read transactions hold any of
-// them past applyHold; the agents try again.
-func applyGroup(ctx context.Context, d *dbNode, group []*dbNode) bool {
+// applyViews makes the latest heads of group (d, alone or with the other
+// databases of its head's commit, in name order) this host's read views
+// together, under PENDING and EXCLUSIVE of each, and drops the kernel's
+// cached pages of each. It gives up (false) if local read transactions
+// hold any of them past applyHold, releasing PENDING so new readers are
+// not shut out for long; the agents try again.
+func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
 	rev := d.db.HeadRevision()
 	for _, m := range group { // name order: no two groups deadlock
 		m.agent.applyMu.Lock()
@@ -79,11 +81,11 @@ func applyGroup(ctx context.Context, d *dbNode, group []*dbNode) bool {
 		}
 	}
 	// Every database has heard of the commit (each follows etcd on its
-	// own watch).
+	// own watch; d has, by definition).
 	for _, m := range group {
 		for m.db.HeadRevision() < rev {
 			if time.Now().After(deadline) || ctx.Err() != nil {
-				d.fsys.log.Warn("apply multi-database commit: a database has not heard of it", "db", m.name, "rev", rev)
+				d.fsys.log.Warn("apply remote commit: a database of its group has not heard of it", "db", m.name, "rev", rev)
 				return false
 			}
 			time.Sleep(time.Millisecond)
@@ -93,7 +95,7 @@ func applyGroup(ctx context.Context, d *dbNode, group []*dbNode) bool {
 	for i, m := range group {
 		snap, err := m.db.Snapshot(ctx)
 		if err != nil {
-			d.fsys.log.Warn("apply multi-database commit", "db", m.name, "err", err)
+			d.fsys.log.Warn("apply remote commit", "db", m.name, "err", err)
 			for _, s := range snaps[:i] {
 				s.Close()
 			}
@@ -130,7 +132,7 @@ func applyGroup(ctx context.Context, d *dbNode, group []*dbNode) bool {
 	// No local SQLite transaction can read meanwhile: EXCLUSIVE is held on
 	// every database of the group.
 	for i, m := range group {
-		d.fsys.log.Debug("applied remote multi-database commit", "db", m.name, "txid", snaps[i].Head().TXID)
+		d.fsys.log.Debug("applied remote commit", "db", m.name, "txid", snaps[i].Head().TXID)
 		m.NotifyContent(0, 0)
 	}
 	for _, m := range group {

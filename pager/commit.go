@@ -125,6 +125,7 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 	}
 	start := time.Now()
 	var pcs []*pending
+	at := make([]int, 0, len(txs)) // at[k]: the index in txs of pcs[k]
 	var errAt *Tx
 	var err error
 	for i, tx := range txs {
@@ -135,7 +136,7 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 		}
 		if pc != nil {
 			defer pc.close()
-			pcs = append(pcs, pc)
+			pcs, at = append(pcs, pc), append(at, i)
 		}
 	}
 	if len(pcs) > 1 {
@@ -155,12 +156,10 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 	if err == nil && len(pcs) > 0 {
 		err = send(ctx, pcs)
 	}
+	for k, pc := range pcs {
+		infos[at[k]] = pc.info
+	}
 	for i, tx := range txs {
-		for _, pc := range pcs {
-			if pc.tx == tx {
-				infos[i] = pc.info
-			}
-		}
 		if err != nil {
 			infos[i] = CommitInfo{}
 		}
@@ -366,14 +365,8 @@ func (pc *pending) fastOps() ([]etcdstore.Op, error) {
 		return nil, nil
 	}
 	db := pc.tx.db
-	var all []etcdstore.Op
 	if pc.blob == nil {
-		// No delta (a shrink): no orphan of an unfinished commit with
-		// this txid may become visible with the head.
-		return append(all,
-			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.deltaKey)),
-			etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.rowKey)),
-			pc.flip), nil
+		return append(pc.orphanDeletes(), pc.flip), nil
 	}
 	// AppendChunkPuts leaves out the delete of chunks beyond the new
 	// count, left by an unfinished staged commit of this txid. Only a
@@ -383,7 +376,7 @@ func (pc *pending) fastOps() ([]etcdstore.Op, error) {
 	db.mu.Lock()
 	risk := db.orphanRisk
 	db.mu.Unlock()
-	all = make([]etcdstore.Op, 0, 2+len(pc.row)/max(pc.rowChunkSize, 1)+4)
+	all := make([]etcdstore.Op, 0, 2+len(pc.row)/max(pc.rowChunkSize, 1)+4)
 	var n int
 	var err error
 	if all, n, err = etcdstore.AppendChunkPuts(all, pc.deltaKey, pc.blob, pc.chunkSize); err != nil {
@@ -399,6 +392,16 @@ func (pc *pending) fastOps() ([]etcdstore.Op, error) {
 		all = append(all, etcdstore.ChunkTailDelete(pc.rowKey, n))
 	}
 	return append(all, pc.flip), nil
+}
+
+// orphanDeletes returns, for a commit without a delta (a shrink), the
+// deletes that keep any orphan of an unfinished commit with its txid from
+// becoming visible with the head.
+func (pc *pending) orphanDeletes() []etcdstore.Op {
+	return []etcdstore.Op{
+		etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.deltaKey)),
+		etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.rowKey)),
+	}
 }
 
 // send lands pcs (of distinct databases of one Pager) in etcd and
@@ -448,11 +451,11 @@ func send(ctx context.Context, pcs []*pending) error {
 	var serr error
 	for _, pc := range pcs {
 		pc.info.Staged = true
-		var src io.ReaderAt = pc.spool
-		if pc.spool == nil {
-			src = bytes.NewReader(pc.blob)
-		}
 		if pc.blob != nil || pc.spool != nil {
+			var src io.ReaderAt = pc.spool
+			if pc.spool == nil {
+				src = bytes.NewReader(pc.blob)
+			}
 			if serr = st.sendChunks(pc.deltaKey, src, pc.size, pc.chunkSize); serr != nil {
 				break
 			}
@@ -463,9 +466,7 @@ func send(ctx context.Context, pcs []*pending) error {
 			}
 			rowOps = append(rowOps, ops...)
 		} else {
-			flipOps = append(flipOps,
-				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.deltaKey)),
-				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(pc.rowKey)))
+			flipOps = append(flipOps, pc.orphanDeletes()...)
 		}
 		flipOps = append(flipOps, pc.flip)
 	}
