@@ -401,24 +401,52 @@ func evict(path string) error {
 // comparing a fence value and the head's mod revision and putting a
 // valueBytes value and the head — kvfs's fast-path commit shape. It returns
 // txn/s, and deletes its keys afterwards.
+// rawKeys is one raw etcd measurement's keys under a fresh prefix of its
+// own, with a fence key holding "gen-1".
+type rawKeys struct {
+	s           *etcdstore.Store
+	pfx         string
+	fence, head string
+	fenceCmp    etcdstore.Cmp
+}
+
+// openRaw connects to eps and writes the fence of a fresh prefix for kind;
+// close deletes the prefix and disconnects.
+func openRaw(ctx context.Context, eps []string, kind string, run int) (*rawKeys, error) {
+	s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: eps})
+	if err != nil {
+		return nil, err
+	}
+	pfx := fmt.Sprintf("/kvfs-bench-%s/%d-%d/", kind, time.Now().UnixNano(), run)
+	r := &rawKeys{s: s, pfx: pfx, fence: pfx + "fence", head: pfx + "head",
+		fenceCmp: etcdstore.CmpValue(pfx+"fence", []byte("gen-1"))}
+	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(r.fence, []byte("gen-1"))}); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *rawKeys) close(ctx context.Context) error {
+	defer r.s.Close()
+	if _, err := r.s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpDeletePrefix(r.pfx)}); err != nil {
+		return fmt.Errorf("delete raw etcd keys: %w", err)
+	}
+	return nil
+}
+
 // rawIngest times writing total bytes of hex text (what LZ4 leaves of the
 // 200-byte-value transaction's pages) to etcd as a staged commit does: a
 // fenced transaction per chunk of at most etcd's default request size,
 // sequentially, then one flip. It returns seconds: the floor of that
 // transaction's COMMIT on this etcd.
 func rawIngest(ctx context.Context, eps []string, total, run int) (float64, error) {
-	s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: eps})
+	r, err := openRaw(ctx, eps, "ingest", run)
 	if err != nil {
 		return 0, err
 	}
-	defer s.Close()
-	pfx := fmt.Sprintf("/kvfs-bench-ingest/%d-%d/", time.Now().UnixNano(), run)
-	fence, head := pfx+"fence", pfx+"head"
-	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(fence, []byte("gen-1"))}); err != nil {
-		return 0, err
-	}
-	cmps := []etcdstore.Cmp{etcdstore.CmpValue(fence, []byte("gen-1"))}
-	chunk := etcdstore.DefaultLimits().ChunkSize(len(pfx)+32) - 64<<10
+	cmps := []etcdstore.Cmp{r.fenceCmp}
+	chunk := etcdstore.DefaultLimits().ChunkSize(len(r.pfx)+32) - 64<<10
 	value := make([]byte, chunk)
 	const hexDigits = "0123456789ABCDEF"
 	for i := range value {
@@ -426,33 +454,27 @@ func rawIngest(ctx context.Context, eps []string, total, run int) (float64, erro
 	}
 	t0 := time.Now()
 	for i := 0; i*chunk < total; i++ {
-		if _, err := s.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%04x", pfx, i), value[:min(chunk, total-i*chunk)])}); err != nil {
+		if _, err := r.s.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%04x", r.pfx, i), value[:min(chunk, total-i*chunk)])}); err != nil {
+			r.close(ctx)
 			return 0, fmt.Errorf("raw ingest chunk %d: %w", i, err)
 		}
 	}
-	if _, err := s.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(head, []byte("1"))}); err != nil {
+	if _, err := r.s.Txn(ctx, cmps, []etcdstore.Op{etcdstore.OpPut(r.head, []byte("1"))}); err != nil {
+		r.close(ctx)
 		return 0, err
 	}
 	el := time.Since(t0)
-	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpDeletePrefix(pfx)}); err != nil {
-		return 0, fmt.Errorf("delete raw ingest keys: %w", err)
-	}
-	return el.Seconds(), nil
+	return el.Seconds(), r.close(ctx)
 }
 
 func rawFencedTxns(ctx context.Context, eps []string, n, valueBytes, run int) (float64, error) {
-	s, err := etcdstore.Open(ctx, etcdstore.Config{Endpoints: eps})
+	r, err := openRaw(ctx, eps, "raw", run)
 	if err != nil {
 		return 0, err
 	}
-	defer s.Close()
-	pfx := fmt.Sprintf("/kvfs-bench-raw/%d-%d/", time.Now().UnixNano(), run)
-	fence, head := pfx+"fence", pfx+"head"
-	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(fence, []byte("gen-1"))}); err != nil {
-		return 0, err
-	}
-	res, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(head, []byte("0"))})
+	res, err := r.s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(r.head, []byte("0"))})
 	if err != nil {
+		r.close(ctx)
 		return 0, err
 	}
 	rev := res.Revision
@@ -462,17 +484,15 @@ func rawFencedTxns(ctx context.Context, eps []string, n, valueBytes, run int) (f
 	}
 	t0 := time.Now()
 	for i := range n {
-		res, err := s.Txn(ctx,
-			[]etcdstore.Cmp{etcdstore.CmpValue(fence, []byte("gen-1")), etcdstore.CmpModRevision(head, rev)},
-			[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%016x", pfx, i), value), etcdstore.OpPut(head, []byte(strconv.Itoa(i)))})
+		res, err := r.s.Txn(ctx,
+			[]etcdstore.Cmp{r.fenceCmp, etcdstore.CmpModRevision(r.head, rev)},
+			[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%016x", r.pfx, i), value), etcdstore.OpPut(r.head, []byte(strconv.Itoa(i)))})
 		if err != nil {
+			r.close(ctx)
 			return 0, fmt.Errorf("raw txn %d: %w", i, err)
 		}
 		rev = res.Revision
 	}
 	el := time.Since(t0)
-	if _, err := s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpDeletePrefix(pfx)}); err != nil {
-		return 0, fmt.Errorf("delete raw txn keys: %w", err)
-	}
-	return float64(n) / el.Seconds(), nil
+	return float64(n) / el.Seconds(), r.close(ctx)
 }
