@@ -55,6 +55,17 @@ func attachWorkload(dir string, n int, mode string) string {
 	return b.String()
 }
 
+// headRevision returns the etcd mod revision of database name's head on
+// mount m's prefix: it moves exactly when a commit of name lands.
+func (m *mount) headRevision(t *testing.T, name string) int64 {
+	t.Helper()
+	kv, _, err := m.Store.Get(context.Background(), etcdstore.NewKeys(m.Prefix).Head(name), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv.ModRevision
+}
+
 // TestAttachTransactions runs transactions across 2 and 5 attached kvfs
 // databases in the rollback modes: the same results as local files, every
 // database intact after a remount, and no super-journal left or listed.
@@ -138,7 +149,6 @@ func TestAttachCommitIsOneEtcdTransaction(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			a := mountKVFS(t, mountOpts{})
 			b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
-			ctx := context.Background()
 			names := []string{"c0.db", "c1.db", "c2.db"}
 			attach := func(m *mount) string {
 				var s strings.Builder
@@ -156,11 +166,7 @@ func TestAttachCommitIsOneEtcdTransaction(t *testing.T) {
 					"begin; update t set c = %d; update d1.t set c = %d; update d2.t set c = %d; commit;\n", i, i, i))
 				var revs []int64
 				for _, n := range names {
-					kv, _, err := a.Store.Get(ctx, etcdstore.NewKeys(a.Prefix).Head(n), 0)
-					if err != nil {
-						t.Fatal(err)
-					}
-					revs = append(revs, kv.ModRevision)
+					revs = append(revs, a.headRevision(t, n))
 				}
 				if revs[0] != revs[1] || revs[1] != revs[2] {
 					t.Fatalf("transaction %d: heads at revisions %v, want one", i, revs)
@@ -188,11 +194,7 @@ func TestStaleSuperJournal(t *testing.T) {
 		"insert into t select randomblob(800) from (with recursive r(x) as (select 1 union all select x+1 from r where x < 200) select x from r);"); err != nil {
 		t.Fatal(err)
 	}
-	headKey := etcdstore.NewKeys(m.Prefix).Head("s.db")
-	before, _, err := m.Store.Get(ctx, headKey, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := m.headRevision(t, "s.db")
 	super := m.Path("s.db-mj0A1B2C9D4")
 	if err := os.WriteFile(super, []byte(m.Path("s.db-journal")+"\x00"), 0o644); err != nil {
 		t.Fatal(err)
@@ -200,11 +202,7 @@ func TestStaleSuperJournal(t *testing.T) {
 	if err := os.Remove(super); err != nil {
 		t.Fatal(err)
 	}
-	after, _, err := m.Store.Get(ctx, headKey, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.ModRevision != before.ModRevision {
+	if m.headRevision(t, "s.db") != before {
 		t.Fatal("deleting a super-journal committed a transaction that was not its own")
 	}
 	if _, err := conn.ExecContext(ctx, "commit"); err != nil {
@@ -230,21 +228,13 @@ func TestAttachOtherHostHoldsLease(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "begin immediate; insert into t values ('b');"); err != nil {
 		t.Fatal(err)
 	}
-	keys := etcdstore.NewKeys(a.Prefix)
-	before, _, err := a.Store.Get(ctx, keys.Head("x.db"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := a.headRevision(t, "x.db")
 	txn := fmt.Sprintf(".timeout %%d\nattach '%s' as y;\nbegin; insert into main.t values ('a'); insert into y.t values ('a'); commit;\n", a.Path("y.db"))
 	out, err := runSQL(a.Path("x.db"), fmt.Sprintf(txn, 200))
 	if err == nil || !strings.Contains(out, "database is locked") {
 		t.Fatalf("transaction while host B holds y.db: %v %q, want database is locked", err, out)
 	}
-	after, _, err := a.Store.Get(ctx, keys.Head("x.db"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.ModRevision != before.ModRevision {
+	if a.headRevision(t, "x.db") != before {
 		t.Fatal("x.db changed although the transaction failed")
 	}
 	if _, err := conn.ExecContext(ctx, "commit"); err != nil {

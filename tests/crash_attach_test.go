@@ -145,13 +145,7 @@ func attachKVFSCrashTrial(t *testing.T, mode string, seed uint64) {
 	db.Close()
 	a.Detach()
 	b := startKVFS(t, procOpts{Endpoints: sharedEtcd.Endpoints(), Prefix: prefix, Dir: a.Dir})
-	maxID := checkAttachRows(t, b)
-	switch {
-	case maxID < w.acked:
-		t.Fatalf("after the crash: max id %d, but ids up to %d were acknowledged", maxID, w.acked)
-	case maxID != w.acked && maxID != w.attempted:
-		t.Fatalf("after the crash: max id %d: part of the in-flight transaction (ids %d..%d)", maxID, w.acked+1, w.attempted)
-	}
+	w.checkAllOrNothing(t, checkAttachRows(t, b))
 	b.Stop()
 }
 

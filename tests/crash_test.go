@@ -125,6 +125,20 @@ func (w *crashWriter) killDuring(t *testing.T, a *kvfsProc, done <-chan struct{}
 	}
 }
 
+// checkAllOrNothing checks the largest id found after the crash: every
+// acknowledged commit is there, and the one in flight wholly or not at all.
+func (w *crashWriter) checkAllOrNothing(t *testing.T, maxID int) {
+	t.Helper()
+	switch {
+	case maxID < w.acked:
+		t.Fatalf("after crash: max id %d, but ids up to %d were acknowledged: acknowledged commits lost", maxID, w.acked)
+	case maxID != w.acked && maxID != w.attempted:
+		t.Fatalf("after crash: max id %d: part of the in-flight commit (ids %d..%d) is visible", maxID, w.acked+1, w.attempted)
+	case maxID == w.attempted && w.attempted != w.acked:
+		t.Logf("the in-flight commit (ids %d..%d) landed: etcd applied it before kvfs died", w.acked+1, w.attempted)
+	}
+}
+
 // crashTrial runs one kill -9 trial in journal mode.
 func crashTrial(t *testing.T, mode string, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x6b766673))
@@ -177,16 +191,10 @@ func crashTrial(t *testing.T, mode string, seed uint64) {
 	// a local disk does too when power fails after the write reached it.
 	// Either way it is all or nothing (max is acked or attempted, never in
 	// between), and nothing beyond what was attempted is visible.
-	switch {
-	case count != maxID:
+	if count != maxID {
 		t.Fatalf("after crash: %d rows but max id %d: rows missing", count, maxID)
-	case maxID < w.acked:
-		t.Fatalf("after crash: max id %d, but ids up to %d were acknowledged: acknowledged commits lost", maxID, w.acked)
-	case maxID != w.acked && maxID != w.attempted:
-		t.Fatalf("after crash: max id %d: part of the in-flight commit (ids %d..%d) is visible", maxID, w.acked+1, w.attempted)
-	case maxID == w.attempted && w.attempted != w.acked:
-		t.Logf("the in-flight commit (ids %d..%d) landed: etcd applied it before kvfs died", w.acked+1, w.attempted)
 	}
+	w.checkAllOrNothing(t, maxID)
 
 	// The new mount takes writes once the dead process's lease expires
 	// (--lease-ttl 2s; a write waits up to 5s for a handoff first).
