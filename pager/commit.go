@@ -415,9 +415,12 @@ func (pc *pending) orphanDeletes() []etcdstore.Op {
 func send(ctx context.Context, pcs []*pending) error {
 	p := pcs[0].tx.db.p
 	limits := p.store.Limits()
-	var cmps []etcdstore.Cmp
-	for _, pc := range pcs {
-		cmps = append(cmps, pc.cmps...)
+	cmps := pcs[0].cmps // every commit: no copy for one database
+	if len(pcs) > 1 {
+		cmps = nil
+		for _, pc := range pcs {
+			cmps = append(cmps, pc.cmps...)
+		}
 	}
 	var all []etcdstore.Op
 	for _, pc := range pcs {
