@@ -59,15 +59,19 @@ run: deps build sweep
 
 test: deps sweep lint test-unit test-race
 
+# test-unit names each test as it runs and keeps failures, seeds, HANG
+# reports (tests/helpers_test.go) and, on a timeout, the tests still running.
+TEST_FILTER := '^(=== RUN|--- |PASS|FAIL|ok|panic)|seed|_test.go|running tests|^[[:space:]]+Test|HANG'
+
 test-unit: $(BIN)/etcd-server
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -v -count=1 -timeout $(TEST_TIMEOUT) ./... 2>&1 | grep -E $(TEST_FILTER); exit $${PIPESTATUS[0]}
 
 test-race: $(BIN)/etcd-server
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(CORE_PKGS)
 
 test-integration: deps sweep $(BIN)/etcd-server
 	KVFS_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -run 'Cluster|Integration|TestSustainedLoad' -v ./... 2>&1 | \
-		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|seed|_test.go' ; exit $${PIPESTATUS[0]}
+		grep -E $(TEST_FILTER); exit $${PIPESTATUS[0]}
 
 bench: deps sweep build
 	BENCH_QUICK=$(BENCH_QUICK) $(GO) run ./tests/benchrun -kvfs $(BIN)/kvfs -etcd $(BIN)/etcd-server -out bench-results

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -150,15 +151,62 @@ func (m *mount) Unmount() {
 	m.Store.Close()
 }
 
-// runSQL runs sql through the stock sqlite3 CLI on path.
+// sqlHangAfter is how long runSQL lets the sqlite3 CLI run: far beyond
+// any statement of the tests, so only a hang reaches it.
+const sqlHangAfter = 3 * time.Minute
+
+// runSQL runs sql through the stock sqlite3 CLI on path. A CLI still
+// running after sqlHangAfter is killed and reported, with where kvfs's
+// goroutines wait (hangReport), instead of stalling the package until go
+// test's timeout.
 func runSQL(path, sql string) (string, error) {
-	cmd := exec.Command("sqlite3", "-batch", "-bail", path)
+	ctx, cancel := context.WithTimeout(context.Background(), sqlHangAfter)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sqlite3", "-batch", "-bail", path)
 	cmd.Stdin = strings.NewReader(sql)
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), fmt.Errorf("sqlite3 %s hung (killed after %v); kvfs goroutines:\n%s", filepath.Base(path), sqlHangAfter, hangReport())
+	}
 	if err != nil {
 		return string(out), fmt.Errorf("sqlite3 %s: %w: %s", filepath.Base(path), err, out)
 	}
 	return string(out), nil
+}
+
+// hangReport summarises the goroutines of this process that wait inside
+// kvfs: a line each, "HANG" first so CI's filtered output keeps it, with
+// the wait state and kvfs's frames innermost first.
+func hangReport() string {
+	buf := make([]byte, 16<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var b strings.Builder
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		lines := strings.Split(g, "\n")
+		var frames []string
+		for _, l := range lines[1:] {
+			if i := strings.Index(l, "github.com/kvfs/kvfs/"); i >= 0 && !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, "created by") {
+				fn := l[i+len("github.com/kvfs/kvfs/"):]
+				if j := strings.LastIndex(fn, "("); j > 0 {
+					fn = fn[:j]
+				}
+				frames = append(frames, fn)
+			}
+		}
+		if len(frames) == 0 || strings.Contains(lines[0], "[running]") {
+			continue
+		}
+		if len(frames) > 6 {
+			frames = frames[:6]
+		}
+		fmt.Fprintf(&b, "HANG %s %s\n", strings.TrimSuffix(lines[0], ":"), strings.Join(frames, " < "))
+		if n++; n == 80 {
+			b.WriteString("HANG (more left out)\n")
+			break
+		}
+	}
+	return b.String()
 }
 
 func mustSQL(t *testing.T, path, sql string) string {
