@@ -452,7 +452,7 @@ func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno
 		s.discard()
 		if d != nil && strings.HasSuffix(name, "-wal") {
 			// SQLite deletes the log after checkpointing all of it.
-			d.walFold(ctx, true)
+			d.walFold(ctx, walEnded)
 		}
 		return 0
 	}

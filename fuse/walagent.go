@@ -127,7 +127,7 @@ func (a *lockAgent) resetWAL(ctx context.Context) bool {
 		d.fsys.log.Warn("apply remote commit: reset the wal-index", "db", d.name, "err", err)
 		return false
 	}
-	d.walFoldLocked(ctx, false)
+	d.walFoldLocked(ctx, walApplied)
 	d.fsys.log.Debug("applied remote commit (WAL)", "db", d.name, "txid", head.TXID)
 	return true
 }

@@ -75,7 +75,7 @@ func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64) (int, e
 		return n, nil
 	}
 	if restart {
-		d.walFold(ctx, false)
+		d.walFold(ctx, walRestarted)
 	}
 	if txn == nil {
 		return n, nil
@@ -124,7 +124,7 @@ func (s *sideNode) truncateWAL(ctx context.Context, size int64) error {
 	}
 	s.mu.Unlock()
 	if d := s.database(); d != nil && fold {
-		d.walFold(ctx, false)
+		d.walFold(ctx, walRestarted)
 	}
 	return nil
 }
@@ -188,37 +188,63 @@ func (fsys *FS) walStarted(ctx context.Context, db string) {
 	}
 }
 
-// walFold drops the database's overlay: SQLite restarted, truncated or
-// deleted its -wal, so every frame is in the database file, which then
-// equals the latest commit. With the -wal gone (ended) the host's view is
-// that commit; otherwise a new overlay starts over it.
-func (d *dbNode) walFold(ctx context.Context, ended bool) {
+// walFold is why the database's overlay is folded (walFoldLocked).
+type walFold int
+
+const (
+	// walEnded: SQLite deleted its -wal, so no connection is open here and
+	// the file may become the latest commit.
+	walEnded walFold = iota
+	// walRestarted: SQLite restarted or truncated its log with every frame
+	// checkpointed. Its connections still trust what they read, so the
+	// file stays at the commit this host's log reached.
+	walRestarted
+	// walApplied: the lock agent reset the wal-index to apply another
+	// host's commit; every connection reads the file anew.
+	walApplied
+)
+
+// walFold drops the database's overlay (see walFoldLocked).
+func (d *dbNode) walFold(ctx context.Context, why walFold) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.walFoldLocked(ctx, ended)
+	d.walFoldLocked(ctx, why)
 }
 
-func (d *dbNode) walFoldLocked(ctx context.Context, ended bool) {
+// walFoldLocked drops the database's overlay: every frame of the log is in
+// the database file. When the log ended, the host's view becomes the
+// latest commit; otherwise a new overlay starts over it. After a restart,
+// another host's commit that this host's log has not caught up with is
+// left to the lock agent (applyRemoteWAL): SQLite began the transaction
+// it now logs from the file as it was, and moving the file under it
+// would let that transaction commit over a state it never read (a lost
+// update) — its commit instead fails with errStaleView.
+func (d *dbNode) walFoldLocked(ctx context.Context, why walFold) {
 	if d.ovl == nil {
 		return
 	}
 	snap, err := d.db.Snapshot(ctx)
 	if err != nil {
 		d.fsys.log.Warn("WAL checkpointed: read the database", "db", d.name, "err", err)
-		if ended {
+		if why == walEnded {
 			d.ovl.Close()
 			d.ovl = nil
 		}
 		return
 	}
 	if snap.Head().TXID != d.walTXID {
+		if why == walRestarted {
+			snap.Close()
+			d.fsys.log.Debug("WAL restarted behind another host's commit", "db", d.name, "txid", d.walTXID, "head", snap.Head().TXID)
+			return
+		}
 		// Another host's commit: the file's contents change.
 		d.invalidate()
 	}
 	d.ovl.Close()
 	d.ovl = nil
 	d.cachedTXID = snap.Head().TXID
-	if ended {
+	if why == walEnded {
 		if d.view != nil {
 			d.view.Close()
 		}
