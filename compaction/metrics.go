@@ -74,8 +74,8 @@ func (m *Metrics) pass(db string, res pager.CompactResult, d time.Duration, err 
 	m.runs.WithLabelValues(result).Inc()
 	m.duration.Observe(d.Seconds())
 	m.reclaimed.Add(float64(res.BytesFreed))
-	m.deltas.WithLabelValues(db).Set(float64(s.Rows))
-	m.lag.WithLabelValues(db).Set(float64(s.Head.TXID - min(s.Folded, s.Head.TXID)))
+	m.deltas.WithLabelValues(etcdstore.DisplayName(db)).Set(float64(s.Rows))
+	m.lag.WithLabelValues(etcdstore.DisplayName(db)).Set(float64(s.Head.TXID - min(s.Folded, s.Head.TXID)))
 }
 
 func (m *Metrics) etcd(st []etcdstore.MemberStatus) {

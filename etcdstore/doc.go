@@ -10,8 +10,8 @@
 // # Keys
 //
 // Keys builds every key kvfs stores (see Keys for the layout). Database
-// names are validated by ValidateName: no '/', no NUL or control bytes, at
-// most MaxNameLen bytes, not "." or "..".
+// names are validated by ValidateName: any bytes but '/' and NUL (not
+// necessarily UTF-8), at most MaxNameLen bytes, not "." or "..".
 //
 // # Limits
 //

@@ -72,6 +72,8 @@ var (
 type NameError struct {
 	Name   string
 	Reason string
+	// TooLong: the name is longer than MaxNameLen (ENAMETOOLONG).
+	TooLong bool
 }
 
 func (e *NameError) Error() string {

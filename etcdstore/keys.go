@@ -15,8 +15,9 @@ const MaxNameLen = 255
 const DefaultPrefix = "/kvfs/"
 
 // ValidateName returns a *NameError (matching ErrInvalidName) when name
-// cannot be a database name: empty, "." or "..", longer than MaxNameLen,
-// not UTF-8, or containing '/', NUL or another control byte.
+// cannot be a database name: empty, "." or "..", longer than MaxNameLen, or
+// containing '/' or NUL. Any other bytes are allowed, as on a local file
+// system: spaces, control bytes, bytes that are not UTF-8.
 func ValidateName(name string) error {
 	reason := ""
 	switch {
@@ -26,26 +27,25 @@ func ValidateName(name string) error {
 		reason = "reserved"
 	case len(name) > MaxNameLen:
 		reason = fmt.Sprintf("longer than %d bytes", MaxNameLen)
-	case !utf8.ValidString(name):
-		reason = "not valid UTF-8"
-	}
-	if reason == "" {
-		for i := 0; i < len(name); i++ {
-			c := name[i]
-			if c == '/' {
-				reason = "contains '/'"
-				break
-			}
-			if c < 0x20 || c == 0x7f {
-				reason = fmt.Sprintf("contains control byte 0x%02x", c)
-				break
-			}
-		}
+	case strings.IndexByte(name, '/') >= 0:
+		reason = "contains '/'"
+	case strings.IndexByte(name, 0) >= 0:
+		reason = "contains NUL"
 	}
 	if reason != "" {
-		return &NameError{Name: name, Reason: reason}
+		return &NameError{Name: name, Reason: reason, TooLong: len(name) > MaxNameLen}
 	}
 	return nil
+}
+
+// DisplayName returns name as logs and metric labels can carry it: name
+// itself when it is UTF-8, else Go-quoted (strconv.Quote) — Prometheus
+// refuses label values that are not UTF-8.
+func DisplayName(name string) string {
+	if utf8.ValidString(name) {
+		return name
+	}
+	return strconv.Quote(name)
 }
 
 // Keys builds every etcd key kvfs uses. The layout, for prefix P and

@@ -11,7 +11,8 @@ import (
 )
 
 func TestValidateName(t *testing.T) {
-	good := []string{"app.db", "a", ".hidden", "with space", "ünïcode.db", strings.Repeat("x", MaxNameLen), "-journal", "a.db-wal"}
+	good := []string{"app.db", "a", ".hidden", "with space", "ünïcode.db", strings.Repeat("x", MaxNameLen), "-journal", "a.db-wal",
+		"tab\tname", "new\nline", "del\x7f", "bad\xffutf8", "\x01\x1f"}
 	for _, n := range good {
 		if err := ValidateName(n); err != nil {
 			t.Errorf("ValidateName(%q) = %v, want nil", n, err)
@@ -23,11 +24,7 @@ func TestValidateName(t *testing.T) {
 		"..":                              "reserved",
 		"a/b":                             "'/'",
 		"/":                               "'/'",
-		"nul\x00byte":                     "0x00",
-		"tab\tname":                       "0x09",
-		"new\nline":                       "0x0a",
-		"del\x7f":                         "0x7f",
-		"bad\xffutf8":                     "UTF-8",
+		"nul\x00byte":                     "NUL",
 		strings.Repeat("x", MaxNameLen+1): "longer",
 	}
 	for n, reason := range bad {
@@ -39,6 +36,17 @@ func TestValidateName(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), reason) {
 			t.Errorf("ValidateName(%q) = %q, want mention of %q", n, err, reason)
+		}
+		if ne.TooLong != (len(n) > MaxNameLen) {
+			t.Errorf("ValidateName(%q): TooLong %v", n, ne.TooLong)
+		}
+	}
+}
+
+func TestDisplayName(t *testing.T) {
+	for in, want := range map[string]string{"app.db": "app.db", "ünï": "ünï", "bad\xff": `"bad\xff"`, "new\nline": "new\nline"} {
+		if got := DisplayName(in); got != want {
+			t.Errorf("DisplayName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -132,7 +140,7 @@ func TestKeysParse(t *testing.T) {
 	}
 	for _, bad := range []string{"", "/p/", "/p/db/", "/p/db/a", "/p/db/a/", "/p/db/a/heads", "/q/db/a/head",
 		"/p/db/a/pidx/7", "/p/db/a/pidx/000000000000000A/0000", "/p/db/a/pidx/0000000000000001", "/p/db/a/pidx/0000000g", "/p/db/a/delta/0000000000000001", "/p/db/a/delta/0000000000000001/1",
-		"/p/db/a\x01/head", "/p/db/a/shard/00000001/0000/x", "/p/db/a/shard/00000001/0000"} {
+		"/p/db/a\x00/head", "/p/db/a/shard/00000001/0000/x", "/p/db/a/shard/00000001/0000"} {
 		if info, ok := k.Parse(bad); ok {
 			t.Errorf("Parse(%q) = %+v, want not ok", bad, info)
 		}

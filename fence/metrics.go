@@ -2,6 +2,8 @@ package fence
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvfs/kvfs/etcdstore"
 )
 
 // Acquisition results, the values of the result label of
@@ -61,8 +63,8 @@ func (m *Metrics) acquired(db string, gen uint64, seconds float64) {
 	if m == nil {
 		return
 	}
-	m.acquisitions.WithLabelValues(db, resultAcquired).Inc()
-	m.generation.WithLabelValues(db).Set(float64(gen))
+	m.acquisitions.WithLabelValues(etcdstore.DisplayName(db), resultAcquired).Inc()
+	m.generation.WithLabelValues(etcdstore.DisplayName(db)).Set(float64(gen))
 	m.acquireTime.Observe(seconds)
 }
 
@@ -70,16 +72,16 @@ func (m *Metrics) failed(db, result string) {
 	if m == nil {
 		return
 	}
-	m.acquisitions.WithLabelValues(db, result).Inc()
+	m.acquisitions.WithLabelValues(etcdstore.DisplayName(db), result).Inc()
 }
 
 func (m *Metrics) ended(db string, lost bool) {
 	if m == nil {
 		return
 	}
-	m.generation.WithLabelValues(db).Set(0)
+	m.generation.WithLabelValues(etcdstore.DisplayName(db)).Set(0)
 	if lost {
-		m.losses.WithLabelValues(db).Inc()
+		m.losses.WithLabelValues(etcdstore.DisplayName(db)).Inc()
 	}
 }
 
@@ -87,5 +89,5 @@ func (m *Metrics) handedOff(db string) {
 	if m == nil {
 		return
 	}
-	m.handoffs.WithLabelValues(db).Inc()
+	m.handoffs.WithLabelValues(etcdstore.DisplayName(db)).Inc()
 }

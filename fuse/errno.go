@@ -50,6 +50,9 @@ func ToErrno(err error) syscall.Errno {
 	if errors.As(err, &errno) {
 		return errno
 	}
+	if ne := (*etcdstore.NameError)(nil); errors.As(err, &ne) && ne.TooLong {
+		return syscall.ENAMETOOLONG
+	}
 	for _, e := range errnoTable {
 		if errors.Is(err, e.err) {
 			return e.errno

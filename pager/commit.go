@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -148,7 +147,7 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 		}
 		sort.Strings(names)
 		for _, pc := range pcs {
-			pc.head.Group = strings.Join(names, "\n")
+			pc.head.Group = groupOf(names)
 			pc.info.Head = pc.head
 			pc.flip = etcdstore.OpPut(pc.tx.db.p.keys.Head(pc.tx.db.name), pc.head.marshal())
 		}

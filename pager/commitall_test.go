@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"testing"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -273,5 +274,25 @@ func TestCommitAllRefuses(t *testing.T) {
 	}
 	if infos, err := CommitAll(context.Background()); err != nil || len(infos) != 0 {
 		t.Fatalf("no transaction: %v %v", infos, err)
+	}
+}
+
+// TestGroupNames: a head's group survives JSON with names of any bytes,
+// and heads of an older kvfs (names joined by '\n') still read.
+func TestGroupNames(t *testing.T) {
+	names := []string{"a.db", "b\xff\n%2F.db", "c d", "é\x01"}
+	h := Head{TXID: 3, PageSize: 4096, Pages: 1, Group: groupOf(names)}
+	got, err := parseHead(h.marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got.GroupNames(); !slices.Equal(g, names) {
+		t.Fatalf("group %q, want %q", g, names)
+	}
+	if g := (Head{Group: "x.db\ny.db"}).GroupNames(); !slices.Equal(g, []string{"x.db", "y.db"}) {
+		t.Fatalf("legacy group %q", g)
+	}
+	if (Head{}).GroupNames() != nil {
+		t.Fatal("a one-database commit has a group")
 	}
 }

@@ -3,6 +3,7 @@ package pager
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -24,11 +25,22 @@ type Head struct {
 	UsedBytes int64 `json:"used_bytes"`
 	// Timestamp is the commit time, Unix milliseconds.
 	Timestamp int64 `json:"ts"`
-	// Group names, one per line in name order, every database committed
-	// in the same etcd transaction as this one (CommitAll), this one
-	// included; empty for a commit of one database. Hosts that follow the
-	// commit apply it to all of them at once.
+	// Group names every database committed in the same etcd transaction
+	// as this one (CommitAll), this one included, in name order; empty for
+	// a commit of one database. Hosts that follow the commit apply it to
+	// all of them at once. Names are escaped (url.PathEscape: JSON strings
+	// cannot hold bytes that are not UTF-8) and joined by '/'; heads of
+	// kvfs before names could hold any byte joined them unescaped by '\n'.
 	Group string `json:"group,omitempty"`
+}
+
+// groupOf returns Head.Group for the databases names, in name order.
+func groupOf(names []string) string {
+	esc := make([]string, len(names))
+	for i, n := range names {
+		esc[i] = url.PathEscape(n)
+	}
+	return strings.Join(esc, "/")
 }
 
 // GroupNames returns the databases of h's multi-database commit, nil for
@@ -37,7 +49,16 @@ func (h Head) GroupNames() []string {
 	if h.Group == "" {
 		return nil
 	}
-	return strings.Split(h.Group, "\n")
+	if strings.Contains(h.Group, "\n") {
+		return strings.Split(h.Group, "\n") // written by an older kvfs
+	}
+	names := strings.Split(h.Group, "/")
+	for i, n := range names {
+		if u, err := url.PathUnescape(n); err == nil {
+			names[i] = u
+		}
+	}
+	return names
 }
 
 // Size returns the database size in bytes.

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvfs/kvfs/etcdstore"
 )
 
 // Metrics are the pager's Prometheus metrics. Create them with NewMetrics
@@ -105,10 +107,10 @@ func (m *Metrics) commit(db string, info CommitInfo, seconds float64, err error)
 	case info.Txns == 0 && err == nil:
 		path = "empty"
 	}
-	m.commits.WithLabelValues(db, path, commitResult(err)).Inc()
+	m.commits.WithLabelValues(etcdstore.DisplayName(db), path, commitResult(err)).Inc()
 	if err == nil && info.Txns > 0 {
 		m.commitTime.WithLabelValues(path).Observe(seconds)
-		m.commitBytes.WithLabelValues(db).Add(float64(info.Bytes))
+		m.commitBytes.WithLabelValues(etcdstore.DisplayName(db)).Add(float64(info.Bytes))
 	}
 }
 

@@ -46,3 +46,20 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsNameNotUTF8: a database whose name is not UTF-8 is labelled
+// by its quoted name (Prometheus refuses the raw bytes).
+func TestMetricsNameNotUTF8(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	e := newEnv(t, Options{})
+	e.p = e.pager(Options{Metrics: m, Registerer: reg})
+	db, _ := e.create("caf\xe9.db")
+	writeDB(t, db, 4096, 2, 1)
+	if got := testutil.ToFloat64(m.commits.WithLabelValues(`"caf\xe9.db"`, "fast", "ok")); got != 1 {
+		t.Errorf("commits labelled by the quoted name = %v", got)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,23 +52,47 @@ func TestNotSQLiteRefusedLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestBadNames(t *testing.T) {
+// TestAnyNames: any bytes but '/' and NUL make a database name, as on a
+// local file system — control bytes, spaces, bytes that are not UTF-8 —
+// and the directory lists them back exactly, also after a remount; a
+// name longer than 255 bytes gets ENAMETOOLONG and creates nothing.
+func TestAnyNames(t *testing.T) {
 	m := mountKVFS(t, mountOpts{})
-	for _, name := range []string{"ctl\x01.db", "tab\t.db", "new\nline.db"} {
-		_, err := os.Create(m.Path(name))
-		if !errors.Is(err, syscall.EINVAL) {
-			t.Errorf("create %q: %v, want EINVAL", name, err)
-		}
+	names := []string{"ctl\x01.db", "tab\t.db", "new\nline.db", "caf\xe9 \xff\xfe.db", "with space.db", "%2F.db"}
+	for i, name := range names {
+		mustSQL(t, m.Path(name), fmt.Sprintf("create table t(x); insert into t values (%d);", i))
 	}
-	if _, err := os.Create(m.Path(strings.Repeat("x", 300))); err == nil {
-		t.Error("300-byte name accepted")
+	list := func(dir string) []string {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range entries {
+			got = append(got, e.Name())
+		}
+		return got
+	}
+	want := slices.Sorted(slices.Values(names))
+	if got := list(m.Dir); !slices.Equal(got, want) {
+		t.Fatalf("listing %q, want %q", got, want)
+	}
+	long := strings.Repeat("x", 256)
+	if _, err := os.Create(m.Path(long)); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("create of a 256-byte name: %v, want ENAMETOOLONG", err)
 	}
 	if err := os.Mkdir(m.Path("dir"), 0o755); err == nil {
 		t.Error("mkdir accepted")
 	}
-	names, _ := m.Pager.List(t.Context())
-	if len(names) != 0 {
-		t.Fatalf("databases after bad names: %v", names)
+	m.Unmount()
+	m2 := mountKVFS(t, mountOpts{Prefix: m.Prefix})
+	if got := list(m2.Dir); !slices.Equal(got, want) {
+		t.Fatalf("listing after remount %q, want %q", got, want)
+	}
+	for i, name := range names {
+		if out := mustSQL(t, m2.Path(name), "select x from t;"); strings.TrimSpace(out) != fmt.Sprint(i) {
+			t.Errorf("%q holds %q, want %d", name, out, i)
+		}
 	}
 }
 

@@ -3,18 +3,14 @@ package tests
 import (
 	"os/exec"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 )
 
-// cpythonKnownFailures are the tests of CPython's test.test_sqlite3 that
-// fail on kvfs today: names with bytes that are not UTF-8 (issue 14).
-var cpythonKnownFailures = []string{"test_open_undecodable_uri", "test_open_with_undecodable_path"}
-
 // TestCPythonSQLiteSuite runs CPython's own sqlite3 test suite with its
 // working directory on the mount (its databases, WAL ones included, are
-// created there): every test but the known failures passes.
+// created there): every test passes, names with bytes that are not UTF-8
+// (test_open_with_undecodable_path, test_open_undecodable_uri) included.
 func TestCPythonSQLiteSuite(t *testing.T) {
 	if err := exec.Command("python3", "-c", "import test.test_sqlite3").Run(); err != nil {
 		t.Skip("python3 with its test package (test.test_sqlite3) is not installed")
@@ -33,9 +29,7 @@ func TestCPythonSQLiteSuite(t *testing.T) {
 	}
 	t.Logf("ran %s tests; failed %v", ran[1], failed)
 	for _, f := range failed {
-		if !slices.Contains(cpythonKnownFailures, f) {
-			t.Errorf("%s fails on kvfs", f)
-		}
+		t.Errorf("%s fails on kvfs", f)
 	}
 	if t.Failed() {
 		t.Logf("output:\n%s", lastLines(string(out), 80))
