@@ -59,6 +59,8 @@ func DisplayName(name string) string {
 //	P db/D/delta/<txid %016x>/<chunk %04x>   LTX bytes of one commit
 //	P db/D/pidx/<txid %016x>/<chunk %04x>    page numbers in delta txid still live there
 //	P db/D/compaction               compaction-owned state: shard versions, usage
+//	P db/D/attrs                    the file's mode and owner (chmod, chown)
+//	P root                          the mount root's mode and owner
 //	P db/D/shard/<shard %08x>/<txid %016x>/<chunk %04x>   LTX of one page range folded up to txid
 //
 // Fixed-width hex makes etcd's byte order the numeric order, so a range read
@@ -142,6 +144,13 @@ func (k Keys) ShardVersion(name string, n uint32, txid uint64) string {
 // by compaction so commits never contend with it.
 func (k Keys) Compaction(name string) string { return k.DB(name) + "compaction" }
 
+// Attrs is the key of the database file's mode and owner: written at
+// creation and by chmod and chown, never by a commit.
+func (k Keys) Attrs(name string) string { return k.DB(name) + "attrs" }
+
+// RootAttrs is the key of the mount root directory's mode and owner.
+func (k Keys) RootAttrs() string { return k.prefix + "root" }
+
 // hexKey returns k.DB(name) without its final '/', then kind, then v as
 // width lowercase hex digits (fmt's %0*x for v < 16^width), in one
 // allocation: commits build these keys every time.
@@ -184,6 +193,7 @@ const (
 	KindPIDX
 	KindShard // a chunk of a shard version
 	KindCompaction
+	KindAttrs
 )
 
 // KeyInfo is what Keys.Parse learns from a key.
@@ -239,6 +249,8 @@ func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
 		info.Kind, info.TXID, info.Chunk = KindPIDX, txid, int(chunk)
 	case len(parts) == 1 && parts[0] == "compaction":
 		info.Kind = KindCompaction
+	case len(parts) == 1 && parts[0] == "attrs":
+		info.Kind = KindAttrs
 	case len(parts) == 4 && parts[0] == "shard":
 		n, ok1 := hex(parts[1], 8, 32)
 		txid, ok2 := hex(parts[2], 16, 64)

@@ -65,6 +65,8 @@ func TestKeysLayout(t *testing.T) {
 		ChunkKey(k.PIDX("app.db", 7), 0):            "/kvfs/db/app.db/pidx/0000000000000007/0000",
 		ChunkKey(k.ShardVersion("app.db", 2, 5), 0): "/kvfs/db/app.db/shard/00000002/0000000000000005/0000",
 		k.Compaction("app.db"):                      "/kvfs/db/app.db/compaction",
+		k.Attrs("app.db"):                           "/kvfs/db/app.db/attrs",
+		k.RootAttrs():                               "/kvfs/root",
 	}
 	for got, w := range want {
 		if got != w {
@@ -131,6 +133,7 @@ func TestKeysParse(t *testing.T) {
 		{ChunkKey(k.PIDX("a", 1<<31), 2), KeyInfo{DB: "a", Kind: KindPIDX, TXID: 1 << 31, Chunk: 2}},
 		{ChunkKey(k.ShardVersion("a", 9, 3), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, TXID: 3, Chunk: 0xffff}},
 		{k.Compaction("a"), KeyInfo{DB: "a", Kind: KindCompaction}},
+		{k.Attrs("a"), KeyInfo{DB: "a", Kind: KindAttrs}},
 	}
 	for _, c := range cases {
 		got, ok := k.Parse(c.key)

@@ -379,8 +379,8 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 		}
 	}
 	if stale {
-		if !a.applyRemote(ctx) {
-			next = pollMin(next, poll)
+		if retry := a.applyRemote(ctx); retry > 0 {
+			next = pollMin(next, retry)
 		} else {
 			next = pollMin(next, time.Microsecond) // the guard may come down
 		}
@@ -424,16 +424,27 @@ func pollMin(a, b time.Duration) time.Duration {
 // transactions meanwhile get SQLITE_BUSY (their busy handlers retry).
 const applyHold = time.Second
 
+// applyBackoff is how long the agent leaves the locks alone after holding
+// PENDING for applyHold in vain: longer than the longest sleep of SQLite's
+// busy handler (100 ms), so that the readers it shut out get their turn
+// instead of finding PENDING taken again at every retry.
+const applyBackoff = 150 * time.Millisecond
+
 // applyRemote makes the latest head this host's read view under PENDING
-// and EXCLUSIVE, and drops the kernel's cached pages. It gives up (false)
-// if local read transactions do not drain within applyHold, releasing
-// PENDING so new readers are not shut out for long.
-func (a *lockAgent) applyRemote(ctx context.Context) bool {
+// and EXCLUSIVE, and drops the kernel's cached pages (applyViews). It
+// returns 0 once applied, else when to try again.
+func (a *lockAgent) applyRemote(ctx context.Context) time.Duration {
 	group := a.d.group()
 	if len(group) < 2 {
 		group = []*dbNode{a.d}
 	}
-	return applyViews(ctx, a.d, group)
+	switch applyViews(ctx, a.d, group) {
+	case applied:
+		return 0
+	case heldInVain:
+		return applyBackoff
+	}
+	return 2 * time.Millisecond
 }
 
 // leaseLiveLocked reports whether this host holds a live write lease.

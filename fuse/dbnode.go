@@ -94,7 +94,6 @@ func (d *dbNode) fill(a *gofuse.Attr) {
 	d.mu.Lock()
 	h, size := d.sizeLocked()
 	d.mu.Unlock()
-	a.Mode = syscall.S_IFREG | 0o644
 	a.Nlink = 1
 	a.Size = uint64(size)
 	a.Blocks = (a.Size + 511) / 512
@@ -103,6 +102,7 @@ func (d *dbNode) fill(a *gofuse.Attr) {
 	a.Mtime, a.Mtimensec = secs, nsecs
 	a.Ctime, a.Ctimensec = secs, nsecs
 	a.Atime, a.Atimensec = secs, nsecs
+	fillAttrs(a, syscall.S_IFREG, d.db.Attrs())
 }
 
 // sizeLocked returns the commit this host sees (its read view's, else the
@@ -141,6 +141,14 @@ func (d *dbNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAtt
 	if size, ok := in.GetSize(); ok {
 		if err := d.truncate(ctx, int64(size), f); err != nil {
 			return d.fsys.errno("truncate", d.name, err)
+		}
+	}
+	if a, changed := applySetattr(d.db.Attrs(), in, fileModeBits); changed {
+		if d.fsys.opts.ReadOnly {
+			return syscall.EROFS
+		}
+		if err := d.db.SetAttrs(ctx, a); err != nil {
+			return d.fsys.errno("setattr", d.name, err)
 		}
 	}
 	d.fill(&out.Attr)

@@ -151,6 +151,20 @@
 // that a read transaction there over several of them never sees one ahead
 // of another.
 //
+// # Names, permissions and times
+//
+// A database's name is any bytes but '/' and NUL, up to 255 bytes. Its
+// mode and owner are stored in etcd beside its head (pager.Attrs): set at
+// creation from the creating process (its uid and gid, the mode it asked
+// for with its umask applied), changed by chmod and chown, followed by
+// every host like the head, and enforced by the kernel (the mount's
+// default_permissions: kvfs sees no request the kernel refused). The root
+// directory's are stored too (chmod 1777 opens it to every user, as /tmp).
+// Set-user-ID and set-group-ID bits of files are cleared. Side files keep
+// theirs on the host: SQLite gives a journal its database's mode and, as
+// root, its owner. A file's mtime is its last commit's time, the same on
+// every host; its ctime the later of that and its last chmod or chown.
+//
 // # Not yet
 //
 // WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm

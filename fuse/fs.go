@@ -109,6 +109,7 @@ type FS struct {
 	dbs   map[string]*dbNode
 	sides map[string]*sideNode
 
+	rootAttrs rootAttrs
 	closing   atomic.Bool // Unmount started: no new lock agents
 	agentPids sync.Map    // uint32 pid → true: helpers opening files for lock agents
 }
@@ -166,6 +167,9 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		// to clear; without this the kernel asks for the attributes before
 		// each chown (SQLite running as root chowns every new journal).
 		ExtraCapabilities: gofuse.CAP_HANDLE_KILLPRIV_V2,
+		// The kernel checks every access against the files' stored mode
+		// and owner (see attrs.go).
+		Options: []string{"default_permissions"},
 	}
 	entry, attr, neg := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
 	raw := fs.NewNodeFS(fsys.root, &fs.Options{
@@ -192,16 +196,16 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 func (fsys *FS) Unmount(ctx context.Context) error {
 	// The lock agents' own descriptions would keep the mount busy.
 	fsys.closing.Store(true)
-	fsys.mu.Lock()
+	// d.mu before fsys.mu, never the other way: a lock agent holds its
+	// database's mu when it looks up side files under fsys.mu.
 	var agents []*lockAgent
-	for _, d := range fsys.dbs {
+	for _, d := range fsys.openDBs() {
 		d.mu.Lock()
 		if d.agent != nil {
 			agents = append(agents, d.agent)
 		}
 		d.mu.Unlock()
 	}
-	fsys.mu.Unlock()
 	for _, a := range agents {
 		a.stop()
 	}
@@ -213,11 +217,8 @@ func (fsys *FS) Unmount(ctx context.Context) error {
 		}
 	}
 	fsys.server.Wait()
+	dbs := fsys.openDBs()
 	fsys.mu.Lock()
-	dbs := make([]*dbNode, 0, len(fsys.dbs))
-	for _, d := range fsys.dbs {
-		dbs = append(dbs, d)
-	}
 	sides := fsys.sides
 	fsys.sides = map[string]*sideNode{}
 	fsys.mu.Unlock()
@@ -231,6 +232,17 @@ func (fsys *FS) Unmount(ctx context.Context) error {
 }
 
 func (fsys *FS) mountpoint() string { return fsys.mnt }
+
+// openDBs returns the nodes of the databases opened on this mount.
+func (fsys *FS) openDBs() []*dbNode {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	dbs := make([]*dbNode, 0, len(fsys.dbs))
+	for _, d := range fsys.dbs {
+		dbs = append(dbs, d)
+	}
+	return dbs
+}
 
 // Wait blocks until the mount is gone.
 func (fsys *FS) Wait() { fsys.server.Wait() }
@@ -286,6 +298,7 @@ var (
 	_ fs.NodeUnlinker  = (*rootNode)(nil)
 	_ fs.NodeRenamer   = (*rootNode)(nil)
 	_ fs.NodeGetattrer = (*rootNode)(nil)
+	_ fs.NodeSetattrer = (*rootNode)(nil)
 	_ fs.NodeFsyncer   = (*rootNode)(nil)
 )
 
@@ -293,11 +306,6 @@ var (
 // meaningless here: ENOSYS makes the kernel answer later ones itself.
 func (r *rootNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	return syscall.ENOSYS
-}
-
-func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	return 0
 }
 
 func (r *rootNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
@@ -383,7 +391,7 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 		if err := etcdstore.ValidateName(name); err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
-		s, err := fsys.createSide(ctx, name)
+		s, err := fsys.createSide(ctx, name, creator(ctx, mode))
 		if err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
@@ -398,7 +406,7 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode u
 		s.fill(&out.Attr)
 		return s.EmbeddedInode(), h, s.openFlags(), 0
 	}
-	err := fsys.opts.Pager.Create(ctx, name)
+	err := fsys.opts.Pager.CreateAs(ctx, name, creator(ctx, mode))
 	if errors.Is(err, pager.ErrExists) {
 		if flags&syscall.O_EXCL != 0 {
 			return nil, nil, 0, syscall.EEXIST

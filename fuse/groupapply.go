@@ -46,25 +46,30 @@ func (d *dbNode) group() []*dbNode {
 	return group
 }
 
+// applyResult says how applyViews ended.
+type applyResult int
+
+const (
+	applied    applyResult = iota
+	busy                   // PENDING was taken (a local writer): retry soon
+	heldInVain             // local readers held on past applyHold: back off
+	failed                 // etcd or the views: retry soon
+)
+
 // applyViews makes the latest heads of group (d, alone or with the other
 // databases of its head's commit, in name order) this host's read views
 // together, under PENDING and EXCLUSIVE of each, and drops the kernel's
-// cached pages of each. It gives up (false) if local read transactions
-// hold any of them past applyHold, releasing PENDING so new readers are
-// not shut out for long; the agents try again.
-func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
+// cached pages of each. It locks one database after the other, in name
+// order, so that a reader taking them in the same order (SQLite's main
+// database, then the attached ones) finishes its statement instead of
+// waiting for a database this host holds PENDING of. If local read
+// transactions hold any of them past applyHold it gives up, releasing
+// every lock so new readers are not shut out for long.
+func applyViews(ctx context.Context, d *dbNode, group []*dbNode) applyResult {
 	rev := d.db.HeadRevision()
 	for _, m := range group { // name order: no two groups deadlock
 		m.agent.applyMu.Lock()
 		defer m.agent.applyMu.Unlock()
-	}
-	for _, m := range group {
-		if !setlk(m.agent.apply, unix.F_WRLCK, pendingByte, 1) {
-			for _, u := range group {
-				setlk(u.agent.apply, unix.F_UNLCK, 0, 0)
-			}
-			return false
-		}
 	}
 	defer func() {
 		for _, m := range group {
@@ -73,9 +78,12 @@ func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
 	}()
 	deadline := time.Now().Add(applyHold)
 	for _, m := range group {
+		if !setlk(m.agent.apply, unix.F_WRLCK, pendingByte, 1) {
+			return busy
+		}
 		for !setlk(m.agent.apply, unix.F_WRLCK, sharedFirst, sharedSize) {
 			if time.Now().After(deadline) || ctx.Err() != nil {
-				return false
+				return heldInVain
 			}
 			time.Sleep(500 * time.Microsecond)
 		}
@@ -86,7 +94,7 @@ func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
 		for m.db.HeadRevision() < rev {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				d.fsys.log.Warn("apply remote commit: a database of its group has not heard of it", "db", m.name, "rev", rev)
-				return false
+				return failed
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -99,16 +107,16 @@ func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
 			for _, s := range snaps[:i] {
 				s.Close()
 			}
-			return false
+			return failed
 		}
 		snaps[i] = snap
 	}
 	for _, m := range group {
 		m.mu.Lock()
 	}
-	busy := slices.ContainsFunc(group, func(m *dbNode) bool { return m.tx != nil })
+	writing := slices.ContainsFunc(group, func(m *dbNode) bool { return m.tx != nil })
 	var old []*pager.Snapshot
-	if !busy {
+	if !writing {
 		for i, m := range group {
 			old = append(old, m.view)
 			m.view = snaps[i]
@@ -118,11 +126,11 @@ func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
 	for _, m := range group {
 		m.mu.Unlock()
 	}
-	if busy {
+	if writing {
 		for _, s := range snaps {
 			s.Close()
 		}
-		return false
+		return busy
 	}
 	for _, s := range old {
 		if s != nil {
@@ -140,5 +148,5 @@ func applyViews(ctx context.Context, d *dbNode, group []*dbNode) bool {
 			m.agent.poke() // its guard may come down
 		}
 	}
-	return true
+	return applied
 }

@@ -10,11 +10,14 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kvfs/kvfs/pager"
 )
 
 // sideNode is a file SQLite keeps beside a database (-journal, -wal, -shm,
@@ -29,11 +32,12 @@ type sideNode struct {
 	db   string // the database it belongs to
 
 	mu        sync.Mutex
-	f         *os.File // the spool file or memfd; with passthrough the kernel writes it directly
-	inMemory  bool     // f is a memfd (see Options.JournalMemMax)
-	handles   int      // open handles: while any is open the kernel holds f
-	intentErr error    // why the journal's transaction cannot commit (etcd down), if known at its open
-	wal       *walLog  // for a -wal: the transactions in it (see writeWAL)
+	f         *os.File    // the spool file or memfd; with passthrough the kernel writes it directly
+	inMemory  bool        // f is a memfd (see Options.JournalMemMax)
+	handles   int         // open handles: while any is open the kernel holds f
+	intentErr error       // why the journal's transaction cannot commit (etcd down), if known at its open
+	wal       *walLog     // for a -wal: the transactions in it (see writeWAL)
+	attrs     pager.Attrs // mode and owner, kept on this host like the file
 }
 
 var (
@@ -116,7 +120,8 @@ func (s *sideNode) passThrough() bool {
 	return (s.isJournal() || s.isSHM()) && !s.fsys.opts.NoPassthrough
 }
 
-func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) {
+// createSide returns side file name, created with attributes a if new.
+func (fsys *FS) createSide(ctx context.Context, name string, a pager.Attrs) (*sideNode, error) {
 	db, _ := isSide(name)
 	mem := strings.HasSuffix(name, "-journal") && fsys.journalInMemory(db) ||
 		strings.HasSuffix(name, "-shm") && !fsys.opts.NoPassthrough
@@ -129,7 +134,8 @@ func (fsys *FS) createSide(ctx context.Context, name string) (*sideNode, error) 
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
-	s := &sideNode{fsys: fsys, name: name, db: db, f: f, inMemory: mem}
+	a.Changed = time.Now().UnixMilli()
+	s := &sideNode{fsys: fsys, name: name, db: db, f: f, inMemory: mem, attrs: a}
 	if s.isWAL() {
 		s.wal = &walLog{}
 	}
@@ -266,7 +272,7 @@ func allZero(b []byte) bool {
 func (s *sideNode) fill(a *gofuse.Attr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a.Mode = syscall.S_IFREG | 0o644
+	fillAttrs(a, syscall.S_IFREG, s.attrs)
 	a.Nlink = 1
 	a.Size = uint64(s.sizeLocked())
 	a.Blocks = (a.Size + 511) / 512
@@ -321,6 +327,12 @@ func (s *sideNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetA
 			return s.fsys.errno("truncate", s.name, err)
 		}
 	}
+	s.mu.Lock()
+	if a, changed := applySetattr(s.attrs, in, fileModeBits); changed {
+		a.Changed = time.Now().UnixMilli()
+		s.attrs = a
+	}
+	s.mu.Unlock()
 	s.fill(&out.Attr)
 	return 0
 }

@@ -160,10 +160,12 @@ func TestCommitSizesDefaultLimits(t *testing.T) {
 		heap := peak()
 		t.Logf("%d pages: %d bytes, staged %v, %d txns, %s, peak heap %d MiB above the heap before", n, info.Bytes, info.Staged, info.Txns, time.Since(start).Round(time.Millisecond), heap>>20)
 		// Bounded memory: a transaction larger than the dirty-page memory
-		// limit spills, and its delta streams from a spool file. The
-		// caches are 64 MiB; etcd requests in flight and garbage not yet
-		// collected get as much again.
-		if n*ps >= 256<<20 && heap > 128<<20 {
+		// limit spills, and its delta streams from a spool file, so the
+		// peak stays well below the transaction's 256 MiB. The caches are
+		// 64 MiB; etcd requests in flight and garbage not yet collected
+		// get as much again, and -race a little more (130 MiB seen in CI
+		// beside other packages' tests).
+		if n*ps >= 256<<20 && heap > 160<<20 {
 			t.Errorf("peak heap %d MiB above the heap before a 256 MiB transaction", heap>>20)
 		}
 		check := func(s *Snapshot, v byte, n int) {

@@ -18,16 +18,18 @@ type Database struct {
 	name string
 	refs int // guarded by p.mu
 
-	mu      sync.Mutex
-	head    Head
-	headRev int64 // mod revision of the head key
-	inc     int64 // create revision of the head key: this incarnation
-	comp    *compState
-	compRev int64 // mod revision of the compaction key; 0 when absent
-	viewRev int64 // revision at which head, comp and idx are all current
-	idx     *pageIndex
-	pinRevs map[int64]int // open snapshots by revision
-	prune   bool          // the index holds removals to forget
+	mu       sync.Mutex
+	head     Head
+	headRev  int64 // mod revision of the head key
+	inc      int64 // create revision of the head key: this incarnation
+	comp     *compState
+	compRev  int64 // mod revision of the compaction key; 0 when absent
+	attrs    Attrs
+	attrsRev int64 // mod revision of the attributes key; 0 when absent
+	viewRev  int64 // revision at which head, comp and idx are all current
+	idx      *pageIndex
+	pinRevs  map[int64]int // open snapshots by revision
+	prune    bool          // the index holds removals to forget
 	// orphanRisk: a staged commit of this host failed, so chunks of the
 	// next txid may exist; the next commit deletes them.
 	orphanRisk bool
@@ -92,15 +94,25 @@ func (db *Database) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", db.name, err)
 	}
+	// The compaction state and the attributes, in one round trip.
+	kvs, err := store.GetMany(ctx, []string{keys.Compaction(db.name), keys.Attrs(db.name)}, rev)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", db.name, err)
+	}
 	var comp *compState
-	var compRev int64
-	if ckv, _, err := store.Get(ctx, keys.Compaction(db.name), rev); err == nil {
+	var compRev, attrsRev int64
+	if ckv := kvs[0]; ckv != nil {
 		if comp, err = parseCompState(ckv.Value); err != nil {
 			return fmt.Errorf("open %s: %w", db.name, err)
 		}
 		compRev = ckv.ModRevision
-	} else if !errors.Is(err, etcdstore.ErrNotFound) {
-		return fmt.Errorf("open %s: %w", db.name, err)
+	}
+	attrs := DefaultAttrs
+	if akv := kvs[1]; akv != nil {
+		if attrs, err = parseAttrs(akv.Value); err != nil {
+			return fmt.Errorf("open %s: %w", db.name, err)
+		}
+		attrsRev = akv.ModRevision
 	}
 	idx := newPageIndex()
 	if err := db.loadRows(ctx, idx, rev, head.TXID); err != nil {
@@ -109,6 +121,7 @@ func (db *Database) load(ctx context.Context) error {
 	db.mu.Lock()
 	db.head, db.headRev, db.inc, db.idx, db.stale = head, kv.ModRevision, kv.CreateRevision, idx, false
 	db.comp, db.compRev, db.viewRev = comp, compRev, rev
+	db.attrs, db.attrsRev = attrs, attrsRev
 	db.mu.Unlock()
 	db.preload(ctx, head, rev, kv.CreateRevision)
 	db.startFollowing(rev + 1)
@@ -323,6 +336,13 @@ func (db *Database) apply(ctx context.Context, b etcdstore.WatchBatch) {
 				continue
 			}
 			newComp, compRev = c, ev.KV.ModRevision
+		case info.Kind == etcdstore.KindAttrs && ev.Type == etcdstore.EventPut:
+			a, err := parseAttrs(ev.KV.Value)
+			if err != nil {
+				db.markStale(err)
+				continue
+			}
+			db.setAttrs(a, ev.KV.ModRevision)
 		}
 	}
 	db.mu.Lock()

@@ -197,18 +197,29 @@ func (p *Pager) quota(db string) Quota {
 	return p.opts.Quota
 }
 
-// Create creates an empty database (txid 0, no pages). It returns ErrExists
-// when it exists and an error matching etcdstore.ErrInvalidName for a bad
-// name.
+// Create creates an empty database (txid 0, no pages) with DefaultAttrs.
+// It returns ErrExists when it exists and an error matching
+// etcdstore.ErrInvalidName for a bad name.
 func (p *Pager) Create(ctx context.Context, name string) error {
+	return p.CreateAs(ctx, name, DefaultAttrs)
+}
+
+// CreateAs is Create with the file's attributes a (a.Changed is set to the
+// creation time).
+func (p *Pager) CreateAs(ctx context.Context, name string, a Attrs) error {
 	if err := etcdstore.ValidateName(name); err != nil {
 		return err
 	}
+	if a.Mode&^0o7777 != 0 {
+		return fmt.Errorf("create %s: mode %#o: %w", name, a.Mode, ErrInvalidWrite)
+	}
 	head := Head{Timestamp: time.Now().UnixMilli()}
+	a.Changed = head.Timestamp
 	_, err := p.store.Txn(ctx,
 		[]etcdstore.Cmp{etcdstore.CmpAbsent(p.keys.Head(name))},
 		[]etcdstore.Op{
 			etcdstore.OpPut(p.keys.Head(name), head.marshal()),
+			etcdstore.OpPut(p.keys.Attrs(name), a.marshal()),
 			etcdstore.OpPut(p.keys.CatalogEntry(name), []byte(strconv.FormatInt(head.Timestamp, 10))),
 		})
 	if errors.Is(err, etcdstore.ErrCompareFailed) {

@@ -66,6 +66,7 @@ type mountOpts struct {
 	ReadOnly      bool
 	NoPassthrough bool
 	JournalMemMax int64
+	AllowOther    bool
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -112,7 +113,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, AllowOther: o.AllowOther, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

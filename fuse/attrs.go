@@ -1,0 +1,118 @@
+package fuse
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kvfs/kvfs/pager"
+)
+
+// Permissions and ownership (see doc.go, "Permissions"): a database's mode
+// and owner are stored in etcd (pager.Attrs) and shown to the kernel, which
+// enforces them (the mount's default_permissions). The root directory's
+// are stored too; side files keep theirs on the host, as SQLite sets them
+// from their database's.
+
+// fileModeBits are the mode bits a file keeps: kvfs clears set-user-ID and
+// set-group-ID (a database is never executed, and the mount tells the
+// kernel it kills those bits itself: CAP_HANDLE_KILLPRIV_V2).
+const fileModeBits = 0o1777
+
+// creator returns the attributes of a file the calling process creates
+// with mode: its uid and gid, and mode as the kernel passes it (the umask
+// already applied).
+func creator(ctx context.Context, mode uint32) pager.Attrs {
+	a := pager.Attrs{Mode: mode & fileModeBits}
+	if c, ok := gofuse.FromContext(ctx); ok {
+		a.UID, a.GID = c.Uid, c.Gid
+	}
+	return a
+}
+
+// applySetattr returns a changed by the mode, uid and gid of in, and
+// whether in changes any of them.
+func applySetattr(a pager.Attrs, in *gofuse.SetAttrIn, modeBits uint32) (pager.Attrs, bool) {
+	changed := false
+	if m, ok := in.GetMode(); ok {
+		a.Mode, changed = m&modeBits, true
+	}
+	if uid, ok := in.GetUID(); ok {
+		a.UID, changed = uid, true
+	}
+	if gid, ok := in.GetGID(); ok {
+		a.GID, changed = gid, true
+	}
+	return a, changed
+}
+
+// fillAttrs reports a in out: mode (with the file type typ), owner, and ctime
+// when the attributes changed after the commit that set mtime.
+func fillAttrs(out *gofuse.Attr, typ uint32, a pager.Attrs) {
+	out.Mode = typ | a.Mode
+	out.Uid, out.Gid = a.UID, a.GID
+	if ctime := int64(out.Ctime)*1000 + int64(out.Ctimensec/1e6); a.Changed > ctime {
+		out.Ctime, out.Ctimensec = uint64(a.Changed/1000), uint32(a.Changed%1000)*1e6
+	}
+}
+
+// rootAttrs caches the root directory's attributes, read from etcd at most
+// once per AttrTimeout (the kernel caches them that long too).
+type rootAttrs struct {
+	mu   sync.Mutex
+	a    pager.Attrs
+	read time.Time
+}
+
+// get returns the root's attributes, refreshed when older than maxAge;
+// when etcd cannot answer, the last known ones.
+func (r *rootAttrs) get(ctx context.Context, p *pager.Pager, maxAge time.Duration) pager.Attrs {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.read.IsZero() || time.Since(r.read) > maxAge {
+		if a, err := p.RootAttrs(ctx); err == nil {
+			r.a, r.read = a, time.Now()
+		} else if r.read.IsZero() {
+			r.a = pager.DefaultRootAttrs
+		}
+	}
+	return r.a
+}
+
+func (r *rootAttrs) set(a pager.Attrs) {
+	r.mu.Lock()
+	r.a, r.read = a, time.Now()
+	r.mu.Unlock()
+}
+
+func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
+	defer r.fsys.recoverErrno("getattr", &errno)
+	a := r.fsys.rootAttrs.get(ctx, r.fsys.opts.Pager, r.fsys.opts.AttrTimeout)
+	out.Nlink = 2
+	fillAttrs(&out.Attr, syscall.S_IFDIR, a)
+	return 0
+}
+
+// Setattr of the root stores its mode and owner (chmod 1777 lets every
+// user create databases in it, as in /tmp).
+func (r *rootNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (errno syscall.Errno) {
+	fsys := r.fsys
+	defer fsys.recoverErrno("setattr", &errno)
+	ctx = uninterruptible(ctx)
+	a, changed := applySetattr(fsys.rootAttrs.get(ctx, fsys.opts.Pager, fsys.opts.AttrTimeout), in, 0o7777)
+	if changed {
+		if fsys.opts.ReadOnly {
+			return syscall.EROFS
+		}
+		stored, err := fsys.opts.Pager.SetRootAttrs(ctx, a)
+		if err != nil {
+			return fsys.errno("setattr", "/", err)
+		}
+		fsys.rootAttrs.set(stored)
+	}
+	return r.Getattr(ctx, f, out)
+}
