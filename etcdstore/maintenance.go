@@ -46,6 +46,20 @@ func (s *Store) Status(ctx context.Context) ([]MemberStatus, error) {
 	return out, nil
 }
 
+// BackendSize returns the largest member's backend size (MemberStatus.DBSize):
+// what etcd counts against its quota, history included.
+func (s *Store) BackendSize(ctx context.Context) (int64, error) {
+	members, err := s.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var size int64
+	for _, m := range members {
+		size = max(size, m.DBSize)
+	}
+	return size, nil
+}
+
 // Alarms returns the alarms raised in the cluster, e.g. "NOSPACE".
 func (s *Store) Alarms(ctx context.Context) ([]string, error) {
 	cctx, cancel := s.withTimeout(ctx)

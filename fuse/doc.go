@@ -164,6 +164,7 @@
 // theirs on the host: SQLite gives a journal its database's mode and, as
 // root, its owner. A file's mtime is its last commit's time, the same on
 // every host; its ctime the later of that and its last chmod or chown.
+// statfs reports etcd's quota and backend size (Options.Space).
 //
 // # Not yet
 //

@@ -86,6 +86,10 @@ type Options struct {
 	Debug bool
 	// Logger receives errors; nil discards them.
 	Logger *slog.Logger
+	// Space, if set, reports etcd's space for statfs (df): the bytes its
+	// quota allows and the bytes its backend uses (what the quota counts,
+	// history included). nil reports no space.
+	Space func(ctx context.Context) (quota, used int64, err error)
 	// Failpoint, if set, is called at named points of the commit protocol
 	// (a fault seam for crash tests): "super-journal-commit" before a
 	// multi-database commit is sent to etcd, "super-journal-committed"
@@ -110,6 +114,7 @@ type FS struct {
 	sides map[string]*sideNode
 
 	rootAttrs rootAttrs
+	space     spaceCache
 	closing   atomic.Bool // Unmount started: no new lock agents
 	agentPids sync.Map    // uint32 pid → true: helpers opening files for lock agents
 }
@@ -300,6 +305,7 @@ var (
 	_ fs.NodeGetattrer = (*rootNode)(nil)
 	_ fs.NodeSetattrer = (*rootNode)(nil)
 	_ fs.NodeFsyncer   = (*rootNode)(nil)
+	_ fs.NodeStatfser  = (*rootNode)(nil)
 )
 
 // Fsync of the directory (SQLite syncs it after creating a journal) is

@@ -67,6 +67,7 @@ type mountOpts struct {
 	NoPassthrough bool
 	JournalMemMax int64
 	AllowOther    bool
+	SpaceQuota    int64 // etcd quota statfs reports (default 2 GiB, etcd's)
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -113,7 +114,14 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, AllowOther: o.AllowOther, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
+	if o.SpaceQuota == 0 {
+		o.SpaceQuota = 2 << 30
+	}
+	space := func(ctx context.Context) (int64, int64, error) {
+		used, err := store.BackendSize(ctx)
+		return o.SpaceQuota, used, err
+	}
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Space: space, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, AllowOther: o.AllowOther, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

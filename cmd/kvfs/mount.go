@@ -167,6 +167,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ForwardLocks: cfg.ForwardLocks, NoPassthrough: !cfg.JournalPassthrough, IdleRelease: time.Duration(cfg.IdleRelease),
 		JournalMemMax: int64(cfg.Cache.DirtyMemBytes),
 		Debug:         cfg.FUSEDebug, Logger: log,
+		Space: sess.space,
 	}
 	if cfg.Compaction.MaxDeltas > 0 {
 		fopts.BeforeRelease = worker.BeforeRelease

@@ -216,6 +216,12 @@ func TestMount(t *testing.T) {
 	sqlite(t, filepath.Join(mnt, "app.db"), "insert into kv values ('through', 'the mount'); update t set name = 'x' where id < 100;")
 	dump := sqlite(t, filepath.Join(mnt, "app.db"), ".dump")
 
+	// df reports the embedded etcd's quota (2 GiB by default) as the size.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &st); err != nil || st.Blocks*uint64(st.Bsize) != 2<<30 || st.Bavail == 0 || st.Bavail >= st.Blocks {
+		t.Fatalf("statfs: %v, %d blocks of %d, %d free", err, st.Blocks, st.Bsize, st.Bavail)
+	}
+
 	// Other commands reach the mount's etcd through the data dir.
 	code, out, errOut := runCmd(ctx, "ls", "--data-dir", dataDir)
 	if code != 0 || !strings.Contains(out, "app.db") {

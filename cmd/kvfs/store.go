@@ -350,3 +350,18 @@ func (s *session) listHeads(ctx context.Context) ([]dbHead, error) {
 	}
 	return out, nil
 }
+
+// space returns etcd's quota (Config.Etcd.QuotaBackendBytes; 0 is etcd's
+// default, 2 GiB) and the backend size it counts against it: the largest
+// member's, history included. The mount's statfs reports these.
+func (s *session) space(ctx context.Context) (quota, used int64, err error) {
+	used, err = s.store.BackendSize(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("etcd status: %w", err)
+	}
+	quota = int64(s.cfg.Etcd.QuotaBackendBytes)
+	if quota <= 0 {
+		quota = 2 << 30
+	}
+	return quota, used, nil
+}

@@ -202,3 +202,49 @@ func TestPermissionsEnforced(t *testing.T) {
 		t.Fatalf("nobody on a mount without allow_other: %v %q", err, out)
 	}
 }
+
+// TestStatfs: statfs (df) reports etcd's quota as the size and what etcd's
+// backend uses as used; a commit that grows etcd shows as less free space.
+func TestStatfs(t *testing.T) {
+	const quota = 1 << 30
+	m := mountKVFS(t, mountOpts{SpaceQuota: quota})
+	statfs := func() (total, free uint64) {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(m.Dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Namelen != 255 {
+			t.Errorf("name length %d, want 255", st.Namelen)
+		}
+		return st.Blocks * uint64(st.Bsize), st.Bavail * uint64(st.Bsize)
+	}
+	total, free := statfs()
+	used, err := m.Store.BackendSize(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != quota {
+		t.Fatalf("size %d, want the quota %d", total, quota)
+	}
+	if want := uint64(quota - used); free > want+statfsSlack || free+statfsSlack < want {
+		t.Fatalf("free %d, want about %d (quota %d - backend %d)", free, want, quota, used)
+	}
+	mustSQL(t, m.Path("big.db"), "create table t(x); insert into t select randomblob(1000) from generate_series(1, 20000);")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, after := statfs(); after+16<<20 <= free {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, after := statfs()
+			t.Fatalf("free %d after a 20 MB commit, %d before", after, free)
+		}
+	}
+	out, err := exec.Command("df", "-B1", "--output=size", m.Dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1073741824") {
+		t.Fatalf("df: %v %q", err, out)
+	}
+}
+
+// statfsSlack is how far statfs's free space may be from a backend size
+// read moments apart: etcd's backend grows with the other tests' writes.
+const statfsSlack = 64 << 20
