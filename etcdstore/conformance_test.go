@@ -60,6 +60,7 @@ func runConformance(t *testing.T, h harness) {
 		fn   func(t *testing.T, s *Store, prefix string)
 	}{
 		{"CompareSemantics", testCompareSemantics},
+		{"PrefixEmpty", testPrefixEmpty},
 		{"CompareFailureWritesNothing", testCompareFailureWritesNothing},
 		{"LeaseCompare", testLeaseCompare},
 		{"ClientSideLimits", testClientSideLimits},
@@ -80,6 +81,25 @@ func runConformance(t *testing.T, h harness) {
 	t.Run("NoSpace", func(t *testing.T) { testNoSpace(t, h) })
 	t.Run("Compacted", func(t *testing.T) { testCompacted(t, h) })
 	t.Run("Unreachable", func(t *testing.T) { testUnreachable(t, h) })
+}
+
+// testPrefixEmpty: CmpPrefixEmpty holds exactly while no key has the
+// prefix (rmdir's compare), whatever keys sort next to it.
+func testPrefixEmpty(t *testing.T, s *Store, p string) {
+	ctx := ctxT(t)
+	dir := p + "d/"
+	mustTxn(t, s, nil, OpPut(p+"d", []byte("beside")), OpPut(p+"d0/x", []byte("after")))
+	mustTxn(t, s, []Cmp{CmpPrefixEmpty(dir)}, OpPut(p+"ok1", nil))
+	mustTxn(t, s, nil, OpPut(dir+"a", nil), OpPut(dir+"b", nil))
+	if _, err := s.Txn(ctx, []Cmp{CmpPrefixEmpty(dir)}, []Op{OpPut(p+"no", nil)}); !errors.Is(err, ErrCompareFailed) {
+		t.Fatalf("prefix with two keys: %v, want ErrCompareFailed", err)
+	}
+	mustTxn(t, s, nil, OpDelete(dir+"a"))
+	if _, err := s.Txn(ctx, []Cmp{CmpPrefixEmpty(dir)}, []Op{OpPut(p+"no", nil)}); !errors.Is(err, ErrCompareFailed) {
+		t.Fatalf("prefix with one key: %v, want ErrCompareFailed", err)
+	}
+	mustTxn(t, s, nil, OpDelete(dir+"b"))
+	mustTxn(t, s, []Cmp{CmpPrefixEmpty(dir)}, OpPut(p+"ok2", nil))
 }
 
 func mustTxn(t *testing.T, s *Store, cmps []Cmp, ops ...Op) TxnResult {

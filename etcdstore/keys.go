@@ -61,6 +61,13 @@ func DisplayName(name string) string {
 //	P db/D/compaction               compaction-owned state: shard versions, usage
 //	P db/D/attrs                    the file's mode and owner (chmod, chown)
 //	P root                          the mount root's mode and owner
+//	P ns/<dir id>/<name>            a name in a directory: the id of its database or directory
+//	P dir/<dir id>                  a directory (not the root): its parent and mode and owner
+//	P schema                        the key schema's version ("2": names in ns/, data by id)
+//
+// Under schema 2, D in the db/ keys is a database's id, not its name: a
+// rename changes one ns/ entry and no data key. Databases created before
+// keep their names as ids.
 //	P db/D/shard/<shard %08x>/<txid %016x>/<chunk %04x>   LTX of one page range folded up to txid
 //
 // Fixed-width hex makes etcd's byte order the numeric order, so a range read
@@ -150,6 +157,18 @@ func (k Keys) Attrs(name string) string { return k.DB(name) + "attrs" }
 
 // RootAttrs is the key of the mount root directory's mode and owner.
 func (k Keys) RootAttrs() string { return k.prefix + "root" }
+
+// Entries is the prefix of directory dir's names: one range read lists it.
+func (k Keys) Entries(dir string) string { return k.prefix + "ns/" + dir + "/" }
+
+// Entry is the key of name in directory dir.
+func (k Keys) Entry(dir, name string) string { return k.Entries(dir) + name }
+
+// Dir is the key of directory id's record (its parent, mode and owner).
+func (k Keys) Dir(id string) string { return k.prefix + "dir/" + id }
+
+// Schema is the key of the key schema's version.
+func (k Keys) Schema() string { return k.prefix + "schema" }
 
 // hexKey returns k.DB(name) without its final '/', then kind, then v as
 // width lowercase hex digits (fmt's %0*x for v < 16^width), in one

@@ -42,6 +42,11 @@ func CmpCreateRevision(key string, rev int64) Cmp {
 // CmpAbsent is true when key does not exist.
 func CmpAbsent(key string) Cmp { return CmpCreateRevision(key, 0) }
 
+// CmpPrefixEmpty is true when no key has the prefix.
+func CmpPrefixEmpty(prefix string) Cmp {
+	return Cmp{prefix, clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()}
+}
+
 // CmpValue is true when key exists and holds exactly value.
 func CmpValue(key string, value []byte) Cmp {
 	return Cmp{key, clientv3.Compare(clientv3.Value(key), "=", string(value))}
