@@ -68,6 +68,7 @@ func DisplayName(name string) string {
 // Under schema 2, D in the db/ keys is a database's id, not its name: a
 // rename changes one ns/ entry and no data key. Databases created before
 // keep their names as ids.
+//
 //	P db/D/shard/<shard %08x>/<txid %016x>/<chunk %04x>   LTX of one page range folded up to txid
 //
 // Fixed-width hex makes etcd's byte order the numeric order, so a range read
