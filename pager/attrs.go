@@ -32,13 +32,7 @@ var DefaultAttrs = Attrs{Mode: 0o644}
 // 0755, owned by root.
 var DefaultRootAttrs = Attrs{Mode: 0o755}
 
-func (a Attrs) marshal() []byte {
-	b, err := json.Marshal(a)
-	if err != nil {
-		panic(err) // a struct of integers always marshals
-	}
-	return b
-}
+func (a Attrs) marshal() []byte { return marshalJSON(a) }
 
 func parseAttrs(b []byte) (Attrs, error) {
 	var a Attrs

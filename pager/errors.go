@@ -49,6 +49,22 @@ var (
 
 	// ErrClosed is returned after the Pager or Database was closed.
 	ErrClosed = errors.New("closed")
+
+	// ErrNotEmpty is returned by Rmdir, and by Rename over a directory,
+	// when the directory has names in it.
+	ErrNotEmpty = errors.New("directory not empty")
+
+	// ErrIsDir is returned when an operation on a database names a
+	// directory.
+	ErrIsDir = errors.New("is a directory")
+
+	// ErrNotDir is returned when an operation on a directory names a
+	// database.
+	ErrNotDir = errors.New("not a directory")
+
+	// ErrMoveIntoSelf is returned by Rename of a directory into itself or
+	// one of its subdirectories.
+	ErrMoveIntoSelf = errors.New("cannot move a directory into itself")
 )
 
 // QuotaError says which limit a write would exceed.

@@ -64,10 +64,14 @@ func (h Head) GroupNames() []string {
 // Size returns the database size in bytes.
 func (h Head) Size() int64 { return int64(h.Pages) * int64(h.PageSize) }
 
-func (h Head) marshal() []byte {
-	b, err := json.Marshal(h)
+func (h Head) marshal() []byte { return marshalJSON(h) }
+
+// marshalJSON encodes v, one of kvfs's stored structs of strings and
+// integers, which always marshal.
+func marshalJSON(v any) []byte {
+	b, err := json.Marshal(v)
 	if err != nil {
-		panic(err) // a struct of integers always marshals
+		panic(err)
 	}
 	return b
 }

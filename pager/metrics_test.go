@@ -8,11 +8,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func TestMetrics(t *testing.T) {
+// metricsEnv returns a test environment whose pager records metrics in a
+// registry of its own.
+func metricsEnv(t *testing.T) (*env, *Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	e := newEnv(t, Options{})
 	e.p = e.pager(Options{Metrics: m, Registerer: reg})
+	return e, m, reg
+}
+
+func TestMetrics(t *testing.T) {
+	e, m, reg := metricsEnv(t)
 	db, f := e.create("m.db")
 	writeDB(t, db, 4096, 3, 1)
 	ctx := ctxT(t)
@@ -50,10 +57,7 @@ func TestMetrics(t *testing.T) {
 // TestMetricsNameNotUTF8: a database whose name is not UTF-8 is labelled
 // by its quoted name (Prometheus refuses the raw bytes).
 func TestMetricsNameNotUTF8(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	e := newEnv(t, Options{})
-	e.p = e.pager(Options{Metrics: m, Registerer: reg})
+	e, m, reg := metricsEnv(t)
 	db, _ := e.create("caf\xe9.db")
 	writeDB(t, db, 4096, 2, 1)
 	if got := testutil.ToFloat64(m.commits.WithLabelValues(`"caf\xe9.db"`, "fast", "ok")); got != 1 {

@@ -28,22 +28,6 @@ const RootDir = "0"
 // schemaVersion is the value of Keys.Schema once Upgrade has run.
 const schemaVersion = "2"
 
-// Namespace errors, besides ErrNotFound and ErrExists.
-var (
-	// ErrNotEmpty is returned by Rmdir, and by Rename over a directory,
-	// when the directory has names in it.
-	ErrNotEmpty = errors.New("directory not empty")
-	// ErrIsDir is returned when an operation on a database names a
-	// directory.
-	ErrIsDir = errors.New("is a directory")
-	// ErrNotDir is returned when an operation on a directory names a
-	// database.
-	ErrNotDir = errors.New("not a directory")
-	// ErrMoveIntoSelf is returned by Rename of a directory into itself or
-	// one of its subdirectories.
-	ErrMoveIntoSelf = errors.New("cannot move a directory into itself")
-)
-
 // Entry is what a name in a directory stands for: a database or a
 // directory, by id. It is stored as JSON with the id escaped
 // (url.PathEscape): the id of a database from before the namespace is its
@@ -72,14 +56,6 @@ type DirEntry struct {
 type dirRecord struct {
 	Parent string `json:"parent"`
 	Attrs  Attrs  `json:"attrs"`
-}
-
-func marshalJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // structs of strings and integers always marshal
-	}
-	return b
 }
 
 func parseEntry(b []byte) (Entry, error) {
