@@ -176,15 +176,15 @@ func (w *Worker) BeforeRelease(ctx context.Context, db *pager.Database) {
 func (w *Worker) CompactNow(ctx context.Context, db *pager.Database) (pager.CompactResult, error) {
 	start := time.Now()
 	res, err := db.Compact(ctx, pager.CompactOptions{ShardPages: w.opts.ShardPages})
-	w.opts.Metrics.pass(db.Name(), res, time.Since(start), err, db.Stats())
+	w.opts.Metrics.pass(db.Path(), res, time.Since(start), err, db.Stats())
 	switch {
 	case err == nil && res.Shards > 0:
-		w.opts.Logger.Info("compacted", "db", db.Name(), "txid", res.FoldedTXID, "shards", res.Shards,
+		w.opts.Logger.Info("compacted", "db", db.Path(), "txid", res.FoldedTXID, "shards", res.Shards,
 			"deltas_deleted", res.DeltasDeleted, "freed", res.BytesFreed, "took", time.Since(start).Round(time.Millisecond))
 	case errors.Is(err, pager.ErrReadOnly), errors.Is(err, pager.ErrFenced):
 		// The lease moved on; its new holder compacts.
 	case err != nil:
-		w.opts.Logger.Warn("compaction failed", "db", db.Name(), "err", err)
+		w.opts.Logger.Warn("compaction failed", "db", db.Path(), "err", err)
 	}
 	return res, err
 }

@@ -94,7 +94,7 @@ func (d *dbNode) startAgentLocked() {
 }
 
 func (a *lockAgent) open() {
-	path := filepath.Join(a.d.fsys.mnt, a.d.name)
+	path := filepath.Join(a.d.fsys.mnt, a.d.path())
 	if a.guard, a.err = a.d.fsys.openOwn(path); a.err != nil {
 		return
 	}
@@ -332,9 +332,7 @@ func (a *lockAgent) step(ctx context.Context) (time.Duration, bool) {
 	wantWALGuard := walMode && ((!mine && holderOther) || walStale)
 	var shmNode *sideNode
 	if walMode {
-		d.fsys.mu.Lock()
-		shmNode = d.fsys.sides[d.name+"-shm"]
-		d.fsys.mu.Unlock()
+		shmNode = d.side("-shm")
 	}
 	var next time.Duration
 	switch {

@@ -60,59 +60,75 @@ func fillAttrs(out *gofuse.Attr, typ uint32, a pager.Attrs) {
 	}
 }
 
-// rootAttrs caches the root directory's attributes, read from etcd at most
-// once per AttrTimeout (the kernel caches them that long too).
-type rootAttrs struct {
+// dirAttrs caches a directory's attributes, read from etcd at most once
+// per AttrTimeout (the kernel caches them that long too).
+type dirAttrs struct {
 	mu   sync.Mutex
 	a    pager.Attrs
 	read time.Time
 }
 
-// get returns the root's attributes, refreshed when older than maxAge;
-// when etcd cannot answer, the last known ones.
-func (r *rootAttrs) get(ctx context.Context, p *pager.Pager, maxAge time.Duration) pager.Attrs {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.read.IsZero() || time.Since(r.read) > maxAge {
-		if a, err := p.RootAttrs(ctx); err == nil {
-			r.a, r.read = a, time.Now()
-		} else if r.read.IsZero() {
-			r.a = pager.DefaultRootAttrs
+// get returns directory id's attributes, refreshed when older than maxAge;
+// when etcd cannot answer, the last known ones (an error only when none
+// is known).
+func (c *dirAttrs) get(ctx context.Context, p *pager.Pager, id string, maxAge time.Duration) (pager.Attrs, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.read.IsZero() || time.Since(c.read) > maxAge {
+		a, err := p.DirAttrs(ctx, id)
+		if err != nil && c.read.IsZero() {
+			return pager.Attrs{}, err
+		}
+		if err == nil {
+			c.a, c.read = a, time.Now()
 		}
 	}
-	return r.a
+	return c.a, nil
 }
 
-func (r *rootAttrs) set(a pager.Attrs) {
-	r.mu.Lock()
-	r.a, r.read = a, time.Now()
-	r.mu.Unlock()
+// cached returns the attributes last read, without asking etcd.
+func (c *dirAttrs) cached() pager.Attrs {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.a
 }
 
-func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
-	defer r.fsys.recoverErrno("getattr", &errno)
-	a := r.fsys.rootAttrs.get(ctx, r.fsys.opts.Pager, r.fsys.opts.AttrTimeout)
+func (c *dirAttrs) set(a pager.Attrs) {
+	c.mu.Lock()
+	c.a, c.read = a, time.Now()
+	c.mu.Unlock()
+}
+
+func (n *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
+	defer n.fsys.recoverErrno("getattr", &errno)
+	a, err := n.attrs.get(ctx, n.fsys.opts.Pager, n.id, n.fsys.opts.AttrTimeout)
+	if err != nil {
+		return n.fsys.errno("getattr", n.id, err)
+	}
 	out.Nlink = 2
 	fillAttrs(&out.Attr, syscall.S_IFDIR, a)
 	return 0
 }
 
-// Setattr of the root stores its mode and owner (chmod 1777 lets every
-// user create databases in it, as in /tmp).
-func (r *rootNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (errno syscall.Errno) {
-	fsys := r.fsys
+// Setattr of a directory stores its mode and owner (chmod 1777 of the root
+// lets every user create databases in it, as in /tmp).
+func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) (errno syscall.Errno) {
+	fsys := n.fsys
 	defer fsys.recoverErrno("setattr", &errno)
 	ctx = uninterruptible(ctx)
-	a, changed := applySetattr(fsys.rootAttrs.get(ctx, fsys.opts.Pager, fsys.opts.AttrTimeout), in, 0o7777)
-	if changed {
+	cur, err := n.attrs.get(ctx, fsys.opts.Pager, n.id, fsys.opts.AttrTimeout)
+	if err != nil {
+		return fsys.errno("setattr", n.id, err)
+	}
+	if a, changed := applySetattr(cur, in, 0o7777); changed {
 		if fsys.opts.ReadOnly {
 			return syscall.EROFS
 		}
-		stored, err := fsys.opts.Pager.SetRootAttrs(ctx, a)
+		stored, err := fsys.opts.Pager.SetDirAttrs(ctx, n.id, a)
 		if err != nil {
-			return fsys.errno("setattr", "/", err)
+			return fsys.errno("setattr", n.id, err)
 		}
-		fsys.rootAttrs.set(stored)
+		n.attrs.set(stored)
 	}
-	return r.Getattr(ctx, f, out)
+	return n.Getattr(ctx, f, out)
 }

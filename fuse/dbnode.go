@@ -25,8 +25,12 @@ import (
 type dbNode struct {
 	fs.Inode
 	fsys *FS
-	name string
+	name string // the database's id: its pager and fence key (its name, for databases older than directories)
 	db   *pager.Database
+	// dir and base are where the database is named now (a rename moves
+	// them); guarded by fsys.mu.
+	dir  *dirNode
+	base string
 
 	mu      sync.Mutex
 	lease   *fence.Lease
@@ -551,22 +555,38 @@ func (d *dbNode) remoteChange(h pager.Head) {
 	}
 }
 
+// side returns the side file of the database with suffix ("-journal",
+// "-wal", "-shm") on this host, nil without one.
+func (d *dbNode) side(suffix string) *sideNode {
+	d.fsys.mu.Lock()
+	defer d.fsys.mu.Unlock()
+	return d.sideLocked(suffix)
+}
+
+// sideLocked is side with fsys.mu held.
+func (d *dbNode) sideLocked(suffix string) *sideNode {
+	return d.fsys.sides[sideKey(d.dir.id, d.base+suffix)]
+}
+
+// path returns the database's path in the mount.
+func (d *dbNode) path() string {
+	d.fsys.mu.Lock()
+	defer d.fsys.mu.Unlock()
+	return d.dir.pathOf(d.base)
+}
+
 // journalActive reports whether the database has a live rollback journal
 // on this host: then the journal's invalidation, not an fsync or a close,
 // is the commit point.
 func (d *dbNode) journalActive() bool {
-	d.fsys.mu.Lock()
-	s := d.fsys.sides[d.name+"-journal"]
-	d.fsys.mu.Unlock()
+	s := d.side("-journal")
 	return s != nil && s.live()
 }
 
 // journalNonce is the nonce of the database's journal header on this
 // host, 0 without one.
 func (d *dbNode) journalNonce() uint32 {
-	d.fsys.mu.Lock()
-	s := d.fsys.sides[d.name+"-journal"]
-	d.fsys.mu.Unlock()
+	s := d.side("-journal")
 	if s == nil {
 		return 0
 	}
@@ -620,11 +640,9 @@ func (d *dbNode) Release(ctx context.Context, f fs.FileHandle) (errno syscall.Er
 		if err := d.remove(ctx); err != nil {
 			d.fsys.log.Warn("remove refused import", "db", d.name, "err", err)
 		} else {
-			d.fsys.mu.Lock()
-			delete(d.fsys.dbs, d.name)
-			d.fsys.mu.Unlock()
-			d.fsys.root.RmChild(d.name)
-			go d.fsys.root.NotifyDelete(d.name, d.EmbeddedInode())
+			dir, base := d.fsys.forgetDB(d)
+			dir.RmChild(base)
+			go dir.NotifyDelete(base, d.EmbeddedInode())
 		}
 	}
 	return 0
@@ -632,6 +650,18 @@ func (d *dbNode) Release(ctx context.Context, f fs.FileHandle) (errno syscall.Er
 
 // remove deletes the database from etcd under this host's write lease.
 func (d *dbNode) remove(ctx context.Context) error {
+	return d.removeWith(ctx, func(f pager.Fence) error {
+		d.fsys.mu.Lock()
+		dir, base := d.dir.id, d.base
+		d.fsys.mu.Unlock()
+		return d.fsys.opts.Pager.Unlink(ctx, dir, base, d.name, f)
+	})
+}
+
+// removeWith runs op, which deletes the database from etcd (an unlink, or
+// a rename over it), under this host's write lease, which it takes if
+// needed; the open transaction is rolled back first.
+func (d *dbNode) removeWith(ctx context.Context, op func(pager.Fence) error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.removed.Load() {
@@ -645,7 +675,7 @@ func (d *dbNode) remove(ctx context.Context) error {
 		}
 		d.lease = lease
 	}
-	err := d.fsys.opts.Pager.Remove(ctx, d.name, d.lease)
+	err := op(d.lease)
 	d.db.Release()
 	d.lease.Release(context.WithoutCancel(ctx))
 	d.lease = nil

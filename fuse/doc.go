@@ -151,6 +151,19 @@
 // that a read transaction there over several of them never sees one ahead
 // of another.
 //
+// # Directories
+//
+// Every directory is a dirNode over the pager's namespace (key schema 2,
+// pager/namespace.go): a lookup reads one name from etcd, a listing one
+// range, and mkdir, rmdir, unlink and rename are one etcd transaction each
+// — a rename over a database deletes that database's data in the same
+// transaction, under its write lease, as its unlink would. Open databases
+// are keyed by id (FS.dbs), and by where they are named (FS.byName), as
+// side files are (FS.sides): a journal lives beside its database, in the
+// same directory. Names another host changes reach this host's kernel when
+// its caches expire (EntryTimeout), as on NFS. A mount moves the flat
+// catalog of an older kvfs into the root first (pager.Upgrade).
+//
 // # Names, permissions and times
 //
 // A database's name is any bytes but '/' and NUL, up to 255 bytes. Its
@@ -171,5 +184,6 @@
 // WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm
 // locks fail (an I/O error).
 //
-// Rename returns EXDEV (mv copies and deletes instead).
+// A side file is not renamed (EXDEV: mv copies it), and no database or
+// directory takes a side file's name (EINVAL).
 package fuse

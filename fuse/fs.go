@@ -8,8 +8,6 @@ import (
 	"os"
 	"regexp"
 	"runtime/debug"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,7 +16,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/kvfs/kvfs/etcdstore"
 	"github.com/kvfs/kvfs/fence"
 	"github.com/kvfs/kvfs/pager"
 )
@@ -102,18 +99,18 @@ type FS struct {
 	opts   Options
 	log    *slog.Logger
 	server *gofuse.Server
-	root   *rootNode
+	root   *dirNode
 	mnt    string
 	// mntPaths are the absolute paths of the mountpoint, as given and
 	// with symlinks resolved: SQLite names child journals by full path
 	// in a super-journal.
 	mntPaths []string
 
-	mu    sync.Mutex
-	dbs   map[string]*dbNode
-	sides map[string]*sideNode
+	mu     sync.Mutex
+	dbs    map[string]*dbNode   // by id
+	byName map[string]*dbNode   // by sideKey(directory id, name)
+	sides  map[string]*sideNode // by sideKey(directory id, name)
 
-	rootAttrs rootAttrs
 	space     spaceCache
 	closing   atomic.Bool // Unmount started: no new lock agents
 	agentPids sync.Map    // uint32 pid → true: helpers opening files for lock agents
@@ -150,9 +147,16 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// The databases of a kvfs before directories move into the root (no
+	// data key moves; see pager.Upgrade).
+	if n, err := opts.Pager.Upgrade(context.Background()); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	} else if n > 0 {
+		log.Info("moved the databases of the flat catalog into the root directory", "databases", n)
+	}
 	// mnt is set before serving: lock agents open files through it.
-	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dbs: map[string]*dbNode{}, sides: map[string]*sideNode{}}
-	fsys.root = &rootNode{fsys: fsys}
+	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}}
+	fsys.root = &dirNode{fsys: fsys, id: pager.RootDir}
 	mo := gofuse.MountOptions{
 		Name:          "kvfs",
 		FsName:        "kvfs",
@@ -288,207 +292,6 @@ func isSide(name string) (db string, ok bool) {
 		return "", false
 	}
 	return name[:loc[0]], true
-}
-
-// rootNode is the mount's only directory.
-type rootNode struct {
-	fs.Inode
-	fsys *FS
-}
-
-var (
-	_ fs.NodeLookuper  = (*rootNode)(nil)
-	_ fs.NodeReaddirer = (*rootNode)(nil)
-	_ fs.NodeCreater   = (*rootNode)(nil)
-	_ fs.NodeUnlinker  = (*rootNode)(nil)
-	_ fs.NodeRenamer   = (*rootNode)(nil)
-	_ fs.NodeGetattrer = (*rootNode)(nil)
-	_ fs.NodeSetattrer = (*rootNode)(nil)
-	_ fs.NodeFsyncer   = (*rootNode)(nil)
-	_ fs.NodeStatfser  = (*rootNode)(nil)
-)
-
-// Fsync of the directory (SQLite syncs it after creating a journal) is
-// meaningless here: ENOSYS makes the kernel answer later ones itself.
-func (r *rootNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	return syscall.ENOSYS
-}
-
-func (r *rootNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
-	fsys := r.fsys
-	defer fsys.recoverErrno("lookup", &errno)
-	if _, ok := isSide(name); ok {
-		fsys.mu.Lock()
-		s := fsys.sides[name]
-		fsys.mu.Unlock()
-		if s == nil {
-			return nil, syscall.ENOENT
-		}
-		s.fill(&out.Attr)
-		return s.EmbeddedInode(), 0
-	}
-	if etcdstore.ValidateName(name) != nil {
-		return nil, syscall.ENOENT
-	}
-	d, err := fsys.database(ctx, name)
-	if err != nil {
-		return nil, fsys.errno("lookup", name, err)
-	}
-	d.fill(&out.Attr)
-	return d.EmbeddedInode(), 0
-}
-
-// database returns the node of database name, opening it on first use.
-func (fsys *FS) database(ctx context.Context, name string) (*dbNode, error) {
-	fsys.mu.Lock()
-	d := fsys.dbs[name]
-	fsys.mu.Unlock()
-	if d != nil && !d.gone() {
-		return d, nil
-	}
-	db, err := fsys.opts.Pager.Open(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	fsys.mu.Lock()
-	defer fsys.mu.Unlock()
-	if d := fsys.dbs[name]; d != nil && !d.gone() {
-		db.Close()
-		return d, nil
-	}
-	d = &dbNode{fsys: fsys, name: name, db: db}
-	fsys.root.NewPersistentInode(ctx, d, fs.StableAttr{Mode: syscall.S_IFREG})
-	fsys.root.AddChild(name, d.EmbeddedInode(), true)
-	fsys.dbs[name] = d
-	// Not on the pager's watch goroutine: remoteChange takes d.mu, under
-	// which Acquire waits for that goroutine to stop.
-	db.OnChange(func(h pager.Head) { go d.remoteChange(h) })
-	return d, nil
-}
-
-func (r *rootNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Errno) {
-	fsys := r.fsys
-	defer fsys.recoverErrno("readdir", &errno)
-	names, err := fsys.opts.Pager.List(ctx)
-	if err != nil {
-		return nil, fsys.errno("readdir", "", err)
-	}
-	fsys.mu.Lock()
-	for n := range fsys.sides {
-		names = append(names, n)
-	}
-	fsys.mu.Unlock()
-	sort.Strings(names)
-	entries := make([]gofuse.DirEntry, 0, len(names))
-	for _, n := range names {
-		entries = append(entries, gofuse.DirEntry{Name: n, Mode: syscall.S_IFREG})
-	}
-	return fs.NewListDirStream(entries), 0
-}
-
-func (r *rootNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, _ fs.FileHandle, _ uint32, errno syscall.Errno) {
-	fsys := r.fsys
-	defer fsys.recoverErrno("create", &errno)
-	ctx = uninterruptible(ctx)
-	if fsys.opts.ReadOnly {
-		return nil, nil, 0, syscall.EROFS
-	}
-	if _, ok := isSide(name); ok {
-		if err := etcdstore.ValidateName(name); err != nil {
-			return nil, nil, 0, fsys.errno("create", name, err)
-		}
-		s, err := fsys.createSide(ctx, name, creator(ctx, mode))
-		if err != nil {
-			return nil, nil, 0, fsys.errno("create", name, err)
-		}
-		if s.isWAL() || s.isSHM() {
-			fsys.walStarted(ctx, s.db) // the lock agent opens the -shm too
-		}
-		s.opened(ctx, flags)
-		h, err := s.handle()
-		if err != nil {
-			return nil, nil, 0, fsys.errno("create", name, err)
-		}
-		s.fill(&out.Attr)
-		return s.EmbeddedInode(), h, s.openFlags(), 0
-	}
-	err := fsys.opts.Pager.CreateAs(ctx, name, creator(ctx, mode))
-	if errors.Is(err, pager.ErrExists) {
-		if flags&syscall.O_EXCL != 0 {
-			return nil, nil, 0, syscall.EEXIST
-		}
-	} else if err != nil {
-		return nil, nil, 0, fsys.errno("create", name, err)
-	}
-	d, err := fsys.database(ctx, name)
-	if err != nil {
-		return nil, nil, 0, fsys.errno("create", name, err)
-	}
-	h, fuseFlags, errno := d.open(ctx, flags, err == nil)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	d.fill(&out.Attr)
-	return d.EmbeddedInode(), h, fuseFlags, 0
-}
-
-func (r *rootNode) Unlink(ctx context.Context, name string) (errno syscall.Errno) {
-	fsys := r.fsys
-	defer fsys.recoverErrno("unlink", &errno)
-	ctx = uninterruptible(ctx)
-	if fsys.opts.ReadOnly {
-		return syscall.EROFS
-	}
-	if db, ok := isSide(name); ok {
-		fsys.mu.Lock()
-		s := fsys.sides[name]
-		d := fsys.dbs[db]
-		fsys.mu.Unlock()
-		if s == nil {
-			return syscall.ENOENT
-		}
-		// Deleting the journal is the commit point of journal_mode=DELETE;
-		// deleting a super-journal commits every child database.
-		if d != nil && strings.HasSuffix(name, "-journal") {
-			if err := d.commitPoint(ctx, "journal deleted"); err != nil {
-				return fsys.errno("unlink", name, err)
-			}
-		}
-		if s.isSuper() {
-			if err := fsys.commitSuper(ctx, s); err != nil {
-				return fsys.errno("unlink", name, err)
-			}
-		}
-		fsys.mu.Lock()
-		delete(fsys.sides, name)
-		fsys.mu.Unlock()
-		r.RmChild(name)
-		s.discard()
-		if d != nil && strings.HasSuffix(name, "-wal") {
-			// SQLite deletes the log after checkpointing all of it.
-			d.walFold(ctx, walEnded)
-		}
-		return 0
-	}
-	d, err := fsys.database(ctx, name)
-	if err != nil {
-		return fsys.errno("unlink", name, err)
-	}
-	if err := d.remove(ctx); err != nil {
-		return fsys.errno("unlink", name, err)
-	}
-	fsys.mu.Lock()
-	delete(fsys.dbs, name)
-	fsys.mu.Unlock()
-	r.RmChild(name)
-	return 0
-}
-
-// Rename returns EXDEV: a database's name is part of every key it has in
-// etcd, so kvfs does not rename. mv then falls back to copy and delete,
-// which imports the file under its new name.
-func (r *rootNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	return syscall.EXDEV
 }
 
 // uninterruptible keeps a mutating operation going when the kernel sends

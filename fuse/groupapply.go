@@ -56,15 +56,19 @@ const (
 	failed                 // etcd or the views: retry soon
 )
 
+// groupStep is how long applyViews, holding some databases of a group,
+// waits for the next one's readers before it lets go of all of them.
+const groupStep = 20 * time.Millisecond
+
 // applyViews makes the latest heads of group (d, alone or with the other
 // databases of its head's commit, in name order) this host's read views
 // together, under PENDING and EXCLUSIVE of each, and drops the kernel's
-// cached pages of each. It locks one database after the other, in name
-// order, so that a reader taking them in the same order (SQLite's main
-// database, then the attached ones) finishes its statement instead of
-// waiting for a database this host holds PENDING of. If local read
-// transactions hold any of them past applyHold it gives up, releasing
-// every lock so new readers are not shut out for long.
+// cached pages of each. It locks one database after the other, in id
+// order, and waits for another's readers only briefly while it holds some
+// (groupStep): a reader holding that one may be waiting for one it holds.
+// If local read transactions hold any of them past that, or the first past
+// applyHold, it gives up, releasing every lock so the readers get their
+// turn (the agent backs off: applyBackoff).
 func applyViews(ctx context.Context, d *dbNode, group []*dbNode) applyResult {
 	rev := d.db.HeadRevision()
 	for _, m := range group { // name order: no two groups deadlock
@@ -77,12 +81,19 @@ func applyViews(ctx context.Context, d *dbNode, group []*dbNode) applyResult {
 		}
 	}()
 	deadline := time.Now().Add(applyHold)
-	for _, m := range group {
+	for i, m := range group {
 		if !setlk(m.agent.apply, unix.F_WRLCK, pendingByte, 1) {
 			return busy
 		}
+		// Holding earlier databases, wait only briefly: a reader may hold
+		// this one and wait for one of those (readers take databases in
+		// their own order), and gets its turn while the agent backs off.
+		limit := deadline
+		if step := time.Now().Add(groupStep); i > 0 && step.Before(deadline) {
+			limit = step
+		}
 		for !setlk(m.agent.apply, unix.F_WRLCK, sharedFirst, sharedSize) {
-			if time.Now().After(deadline) || ctx.Err() != nil {
+			if time.Now().After(limit) || ctx.Err() != nil {
 				return heldInVain
 			}
 			time.Sleep(500 * time.Microsecond)

@@ -28,8 +28,9 @@ import (
 type sideNode struct {
 	fs.Inode
 	fsys *FS
+	dir  *dirNode
 	name string
-	db   string // the database it belongs to
+	db   string // the name of the database it belongs to, in dir
 
 	mu        sync.Mutex
 	f         *os.File    // the spool file or memfd; with passthrough the kernel writes it directly
@@ -120,14 +121,16 @@ func (s *sideNode) passThrough() bool {
 	return (s.isJournal() || s.isSHM()) && !s.fsys.opts.NoPassthrough
 }
 
-// createSide returns side file name, created with attributes a if new.
-func (fsys *FS) createSide(ctx context.Context, name string, a pager.Attrs) (*sideNode, error) {
+// createSide returns side file name of directory dir, created with
+// attributes a if new.
+func (fsys *FS) createSide(ctx context.Context, dir *dirNode, name string, a pager.Attrs) (*sideNode, error) {
 	db, _ := isSide(name)
-	mem := strings.HasSuffix(name, "-journal") && fsys.journalInMemory(db) ||
+	mem := strings.HasSuffix(name, "-journal") && fsys.journalInMemory(dir, db) ||
 		strings.HasSuffix(name, "-shm") && !fsys.opts.NoPassthrough
+	key := sideKey(dir.id, name)
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
-	if s := fsys.sides[name]; s != nil {
+	if s := fsys.sides[key]; s != nil {
 		return s, nil
 	}
 	f, err := fsys.newSideFile(mem)
@@ -135,15 +138,18 @@ func (fsys *FS) createSide(ctx context.Context, name string, a pager.Attrs) (*si
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	a.Changed = time.Now().UnixMilli()
-	s := &sideNode{fsys: fsys, name: name, db: db, f: f, inMemory: mem, attrs: a}
+	s := &sideNode{fsys: fsys, dir: dir, name: name, db: db, f: f, inMemory: mem, attrs: a}
 	if s.isWAL() {
 		s.wal = &walLog{}
 	}
-	fsys.root.NewPersistentInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFREG})
-	fsys.root.AddChild(name, s.EmbeddedInode(), true)
-	fsys.sides[name] = s
+	dir.NewPersistentInode(ctx, s, fs.StableAttr{Mode: syscall.S_IFREG})
+	dir.AddChild(name, s.EmbeddedInode(), true)
+	fsys.sides[key] = s
 	return s, nil
 }
+
+// path returns the side file's path in the mount.
+func (s *sideNode) path() string { return s.dir.pathOf(s.name) }
 
 // newSideFile returns an empty file for a side file's contents: a memfd
 // (mem), else an unlinked file in the spool directory. Either dies with
@@ -164,14 +170,15 @@ func (fsys *FS) newSideFile(mem bool) (*os.File, error) {
 	return f, nil
 }
 
-// journalInMemory reports whether db's journal belongs in memory now: with
-// passthrough, while the database is no larger than JournalMemMax.
-func (fsys *FS) journalInMemory(db string) bool {
+// journalInMemory reports whether the journal of database db of dir
+// belongs in memory now: with passthrough, while the database is no larger
+// than JournalMemMax.
+func (fsys *FS) journalInMemory(dir *dirNode, db string) bool {
 	if fsys.opts.NoPassthrough || fsys.opts.JournalMemMax < 0 {
 		return false
 	}
 	fsys.mu.Lock()
-	d := fsys.dbs[db]
+	d := fsys.byName[sideKey(dir.id, db)]
 	fsys.mu.Unlock()
 	return d != nil && d.size() <= fsys.opts.JournalMemMax
 }
@@ -181,7 +188,7 @@ func (fsys *FS) journalInMemory(db string) bool {
 // first, when no other handle is open (the kernel holds the file it was
 // given while one is): PERSIST and TRUNCATE journals outlive transactions.
 func (s *sideNode) handle() (*sideHandle, error) {
-	move := s.isJournal() && s.inMemory && !s.fsys.journalInMemory(s.db) // a -shm is mapped: it stays
+	move := s.isJournal() && s.inMemory && !s.fsys.journalInMemory(s.dir, s.db) // a -shm is mapped: it stays
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if move && s.handles == 0 && s.f != nil {
@@ -283,7 +290,7 @@ func (s *sideNode) fill(a *gofuse.Attr) {
 func (s *sideNode) database() *dbNode {
 	s.fsys.mu.Lock()
 	defer s.fsys.mu.Unlock()
-	return s.fsys.dbs[s.db]
+	return s.fsys.byName[sideKey(s.dir.id, s.db)]
 }
 
 // commitDB commits the open transaction of the journal's database.

@@ -45,8 +45,8 @@ func (c *spaceCache) get(ctx context.Context, space func(context.Context) (int64
 // backend uses of it (history included) as used: free is what commits can
 // still add before etcd refuses them with NOSPACE. Files count databases
 // only as a bound: there is none but the space.
-func (r *rootNode) Statfs(ctx context.Context, out *gofuse.StatfsOut) (errno syscall.Errno) {
-	fsys := r.fsys
+func (n *dirNode) Statfs(ctx context.Context, out *gofuse.StatfsOut) (errno syscall.Errno) {
+	fsys := n.fsys
 	defer fsys.recoverErrno("statfs", &errno)
 	out.Bsize, out.Frsize = statfsBlock, statfsBlock
 	out.NameLen = etcdstore.MaxNameLen

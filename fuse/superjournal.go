@@ -54,8 +54,9 @@ func mountPaths(mountpoint string) []string {
 	return paths
 }
 
-// superChildren returns the databases of this mount whose journals the
-// super-journal lists: NUL-terminated full paths.
+// superChildren returns the paths in this mount (relative to its root) of
+// the databases whose journals the super-journal lists: NUL-terminated
+// full paths.
 func (s *sideNode) superChildren(mntPaths []string) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,12 +69,11 @@ func (s *sideNode) superChildren(mntPaths []string) ([]string, error) {
 	}
 	var dbs []string
 	for _, p := range bytes.Split(data, []byte{0}) {
-		path := string(p)
-		if path == "" || !slices.Contains(mntPaths, filepath.Dir(path)) {
+		rel, ok := relToMount(string(p), mntPaths)
+		if !ok {
 			continue
 		}
-		base := filepath.Base(path)
-		if db, ok := isSide(base); ok && strings.HasSuffix(base, "-journal") && !slices.Contains(dbs, db) {
+		if db, ok := strings.CutSuffix(rel, "-journal"); ok && !slices.Contains(dbs, db) {
 			dbs = append(dbs, db)
 		}
 	}
@@ -81,12 +81,23 @@ func (s *sideNode) superChildren(mntPaths []string) ([]string, error) {
 	return dbs, nil
 }
 
+// relToMount returns path relative to the mount's root when it lies in
+// the mount (as one of mntPaths, the mountpoint's absolute paths).
+func relToMount(path string, mntPaths []string) (string, bool) {
+	for _, m := range mntPaths {
+		if rel, ok := strings.CutPrefix(path, m+"/"); ok && rel != "" {
+			return rel, true
+		}
+	}
+	return "", false
+}
+
 // journalMagic ends a rollback journal's super-journal pointer (and starts
 // every journal header).
 var journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
 
 // pointsTo reports whether journal j ends with a pointer to the
-// super-journal named super (this mount's file): SQLite appends the
+// super-journal at path super (relative to the mount's root): SQLite appends the
 // super-journal's full path, its length, a checksum and the journal magic
 // to each child journal before it deletes the super-journal. Only such a
 // child's open transaction belongs to the super-journal's.
@@ -109,39 +120,34 @@ func (j *sideNode) pointsTo(super string, mntPaths []string) bool {
 	if _, err := j.f.ReadAt(name, size-16-n); err != nil {
 		return false
 	}
-	path := string(name)
-	return filepath.Base(path) == super && slices.Contains(mntPaths, filepath.Dir(path))
+	rel, ok := relToMount(string(name), mntPaths)
+	return ok && rel == super
 }
 
 // commitSuper commits, at the deletion of super-journal s, the open
 // transactions of the databases it lists whose journals point back to it,
 // atomically.
 func (fsys *FS) commitSuper(ctx context.Context, s *sideNode) error {
-	names, err := s.superChildren(fsys.mntPaths)
+	paths, err := s.superChildren(fsys.mntPaths)
 	if err != nil {
 		return err
 	}
-	type child struct {
-		d       *dbNode
-		journal *sideNode
-	}
-	var children []child
-	fsys.mu.Lock()
-	for _, name := range names {
-		if d := fsys.dbs[name]; d != nil {
-			children = append(children, child{d, fsys.sides[name+"-journal"]})
-		}
-	}
-	fsys.mu.Unlock()
-	var ds []*dbNode // in name order: the locks below
-	for _, c := range children {
-		if c.journal == nil || !c.journal.pointsTo(s.name, fsys.mntPaths) {
-			fsys.log.Warn("super-journal names a database whose journal does not point back to it; left to its own commit point",
-				"super", s.name, "db", c.d.name)
+	super := s.path()
+	var ds []*dbNode
+	for _, path := range paths {
+		d := fsys.openedAt(path)
+		if d == nil {
 			continue
 		}
-		ds = append(ds, c.d)
+		if j := d.side("-journal"); j == nil || !j.pointsTo(super, fsys.mntPaths) {
+			fsys.log.Warn("super-journal names a database whose journal does not point back to it; left to its own commit point",
+				"super", super, "db", path)
+			continue
+		}
+		ds = append(ds, d)
 	}
+	// In id order, as groups apply (groupapply.go): no two deadlock.
+	slices.SortFunc(ds, func(a, b *dbNode) int { return strings.Compare(a.name, b.name) })
 	for _, d := range ds {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -165,7 +171,7 @@ func (fsys *FS) commitSuper(ctx context.Context, s *sideNode) error {
 		d.afterCommitLocked(ctx, "super-journal deleted", err)
 	}
 	if err == nil {
-		fsys.log.Debug("multi-database commit", "super", s.name, "dbs", names)
+		fsys.log.Debug("multi-database commit", "super", super, "dbs", paths)
 	}
 	return err
 }

@@ -52,7 +52,7 @@ func (a *lockAgent) syncSHM(s *sideNode) {
 	if s == nil {
 		return
 	}
-	f, err := a.d.fsys.openOwn(filepath.Join(a.d.fsys.mnt, s.name))
+	f, err := a.d.fsys.openOwn(filepath.Join(a.d.fsys.mnt, s.path()))
 	if err != nil {
 		a.d.fsys.log.Warn("lock agent: open -shm", "db", a.d.name, "err", err)
 		return
@@ -114,9 +114,7 @@ func (a *lockAgent) resetWAL(ctx context.Context) bool {
 		return false
 	}
 	head := d.db.Head()
-	d.fsys.mu.Lock()
-	wal := d.fsys.sides[d.name+"-wal"]
-	d.fsys.mu.Unlock()
+	wal := d.side("-wal")
 	if wal != nil {
 		if err := wal.resetLog(); err != nil {
 			d.fsys.log.Warn("apply remote commit: empty the -wal", "db", d.name, "err", err)

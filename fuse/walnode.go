@@ -146,9 +146,7 @@ func (s *sideNode) readAt(p []byte, off int64) error {
 // writes a frame), so that no WAL commit shows in the file before a
 // checkpoint copies it there.
 func (d *dbNode) walModeLocked(ctx context.Context) bool {
-	d.fsys.mu.Lock()
-	s := d.fsys.sides[d.name+"-wal"]
-	d.fsys.mu.Unlock()
+	s := d.side("-wal")
 	if s == nil {
 		return false
 	}
@@ -171,11 +169,11 @@ func (d *dbNode) walModeLocked(ctx context.Context) bool {
 	return true
 }
 
-// walStarted puts database db, if open, in WAL mode: SQLite created its
-// -wal.
-func (fsys *FS) walStarted(ctx context.Context, db string) {
+// walStarted puts database db of dir, if open, in WAL mode: SQLite created
+// its -wal.
+func (fsys *FS) walStarted(ctx context.Context, dir *dirNode, db string) {
 	fsys.mu.Lock()
-	d := fsys.dbs[db]
+	d := fsys.byName[sideKey(dir.id, db)]
 	fsys.mu.Unlock()
 	if d == nil {
 		return

@@ -74,7 +74,7 @@ func (tx *Tx) Commit(ctx context.Context) (CommitInfo, error) {
 	}
 	start := time.Now()
 	info, err := tx.commitLocked(ctx)
-	tx.db.p.metrics.commit(tx.db.name, info, time.Since(start).Seconds(), err)
+	tx.db.p.metrics.commit(tx.db.Path(), info, time.Since(start).Seconds(), err)
 	if err != nil {
 		return info, fmt.Errorf("commit %s: %w", tx.db.name, err)
 	}
@@ -162,7 +162,7 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 		if err != nil {
 			infos[i] = CommitInfo{}
 		}
-		tx.db.p.metrics.commit(tx.db.name, infos[i], time.Since(start).Seconds(), err)
+		tx.db.p.metrics.commit(tx.db.Path(), infos[i], time.Since(start).Seconds(), err)
 	}
 	if err != nil {
 		if errAt != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -17,6 +18,9 @@ type Database struct {
 	p    *Pager
 	name string
 	refs int // guarded by p.mu
+	// path is where the database is named (SetPath), for per-database
+	// quotas and metric labels; its id until set.
+	path atomic.Pointer[string]
 
 	mu       sync.Mutex
 	head     Head
@@ -58,8 +62,21 @@ func newDatabase(p *Pager, name string) *Database {
 	return &Database{p: p, name: name, idx: newPageIndex(), pinRevs: map[int64]int{}}
 }
 
-// Name returns the database name.
+// Name returns the database's id: the name its etcd keys and write lease
+// are under (its name, for a database older than directories).
 func (db *Database) Name() string { return db.name }
+
+// SetPath records where the database is named now (its path in the
+// mount): quotas (Options.QuotaFor) and metric labels use it.
+func (db *Database) SetPath(path string) { db.path.Store(&path) }
+
+// Path returns what SetPath recorded, else the id.
+func (db *Database) Path() string {
+	if p := db.path.Load(); p != nil {
+		return *p
+	}
+	return db.name
+}
 
 // Close releases this handle; the last Close stops following etcd.
 func (db *Database) Close() error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -248,16 +249,20 @@ func (p *Pager) dirEmpty(ctx context.Context, id string) bool {
 	return err == nil
 }
 
-// Unlink removes database name of directory dir and all its data, in one
-// transaction fenced by f (the database's write lease). It returns ErrIsDir
-// for a directory, ErrNotFound when there is no such name.
-func (p *Pager) Unlink(ctx context.Context, dir, name string, f Fence) error {
+// Unlink removes database id, named name in directory dir, and all its
+// data, in one transaction fenced by f (the database's write lease). It
+// returns ErrIsDir for a directory, ErrNotFound when the name is gone or
+// names another database now.
+func (p *Pager) Unlink(ctx context.Context, dir, name, id string, f Fence) error {
 	e, rev, err := p.Lookup(ctx, dir, name)
 	if err != nil {
 		return fmt.Errorf("unlink: %w", err)
 	}
 	if e.Dir {
 		return fmt.Errorf("unlink %q: %w", name, ErrIsDir)
+	}
+	if e.ID != id {
+		return fmt.Errorf("unlink %q: %w", name, ErrNotFound)
 	}
 	cmps, err := f.Cmps()
 	if err != nil {
@@ -278,6 +283,166 @@ func (p *Pager) Unlink(ctx context.Context, dir, name string, f Fence) error {
 	}
 	p.forget(e.ID)
 	return nil
+}
+
+// SetDirAttrs stores a as directory id's attributes (SetRootAttrs for
+// RootDir), with a.Changed set to now, and returns what it stored.
+func (p *Pager) SetDirAttrs(ctx context.Context, id string, a Attrs) (Attrs, error) {
+	if id == RootDir {
+		return p.SetRootAttrs(ctx, a)
+	}
+	if a.Mode&^0o7777 != 0 {
+		return Attrs{}, fmt.Errorf("set attributes of directory %s: mode %#o: %w", id, a.Mode, ErrInvalidWrite)
+	}
+	for attempt := 0; attempt < 4; attempt++ {
+		kv, _, err := p.store.Get(ctx, p.keys.Dir(id), 0)
+		if errors.Is(err, etcdstore.ErrNotFound) {
+			return Attrs{}, fmt.Errorf("directory %s: %w", id, ErrNotFound)
+		} else if err != nil {
+			return Attrs{}, fmt.Errorf("directory %s: %w", id, err)
+		}
+		var rec dirRecord
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return Attrs{}, fmt.Errorf("directory %s: %w", id, ErrCorrupt)
+		}
+		a.Changed = time.Now().UnixMilli()
+		rec.Attrs = a
+		_, err = p.store.Txn(ctx, []etcdstore.Cmp{etcdstore.CmpModRevision(p.keys.Dir(id), kv.ModRevision)},
+			[]etcdstore.Op{etcdstore.OpPut(p.keys.Dir(id), marshalJSON(rec))})
+		if err == nil {
+			return a, nil
+		}
+		if !errors.Is(err, etcdstore.ErrCompareFailed) {
+			return Attrs{}, fmt.Errorf("directory %s: %w", id, err)
+		}
+	}
+	return Attrs{}, fmt.Errorf("directory %s: %w", id, ErrConflict)
+}
+
+// Resolve returns the directory and name of path (names separated by
+// '/', relative to the root; "" is the root itself, as name "" of
+// RootDir) and what it names. It returns ErrNotFound when a component is
+// missing and ErrNotDir when one before the last is a database.
+func (p *Pager) Resolve(ctx context.Context, path string) (dir, name string, e Entry, err error) {
+	parts := splitPath(path)
+	if len(parts) == 0 {
+		return RootDir, "", Entry{ID: RootDir, Dir: true}, nil
+	}
+	dir = RootDir
+	for i, part := range parts {
+		e, _, err = p.Lookup(ctx, dir, part)
+		if errors.Is(err, ErrNotFound) {
+			return "", "", Entry{}, fmt.Errorf("%s: %w", path, ErrNotFound)
+		} else if err != nil {
+			return "", "", Entry{}, fmt.Errorf("%s: %w", path, err)
+		}
+		if i == len(parts)-1 {
+			return dir, part, e, nil
+		}
+		if !e.Dir {
+			return "", "", Entry{}, fmt.Errorf("%s: %s: %w", path, part, ErrNotDir)
+		}
+		dir = e.ID
+	}
+	panic("unreachable")
+}
+
+// splitPath returns the non-empty names of path.
+func splitPath(path string) []string {
+	var parts []string
+	for _, part := range strings.Split(path, "/") {
+		if part != "" && part != "." {
+			parts = append(parts, part)
+		}
+	}
+	return parts
+}
+
+// CreatePath creates an empty database at path (its directory must
+// exist), with attributes a, and returns its entry. Errors as CreateIn.
+func (p *Pager) CreatePath(ctx context.Context, path string, a Attrs) (Entry, error) {
+	parts := splitPath(path)
+	if len(parts) == 0 {
+		return Entry{}, fmt.Errorf("create %q: %w", path, ErrIsDir)
+	}
+	dir := RootDir
+	if len(parts) > 1 {
+		_, _, e, err := p.Resolve(ctx, strings.Join(parts[:len(parts)-1], "/"))
+		if err != nil {
+			return Entry{}, fmt.Errorf("create: %w", err)
+		}
+		if !e.Dir {
+			return Entry{}, fmt.Errorf("create %q: %w", path, ErrNotDir)
+		}
+		dir = e.ID
+	}
+	return p.CreateIn(ctx, dir, parts[len(parts)-1], a)
+}
+
+// MkdirAll makes directory path and any missing parents, with attributes
+// a, and returns its id (mkdir -p). It returns ErrNotDir when a component
+// is a database.
+func (p *Pager) MkdirAll(ctx context.Context, path string, a Attrs) (string, error) {
+	dir := RootDir
+	for _, part := range splitPath(path) {
+		e, _, err := p.Lookup(ctx, dir, part)
+		if errors.Is(err, ErrNotFound) {
+			e, err = p.Mkdir(ctx, dir, part, a)
+			if errors.Is(err, ErrExists) { // made meanwhile
+				e, _, err = p.Lookup(ctx, dir, part)
+			}
+		}
+		if err != nil {
+			return "", fmt.Errorf("mkdir %s: %w", path, err)
+		}
+		if !e.Dir {
+			return "", fmt.Errorf("mkdir %s: %s: %w", path, part, ErrNotDir)
+		}
+		dir = e.ID
+	}
+	return dir, nil
+}
+
+// DatabasePath is a database found by Walk: its path and id.
+type DatabasePath struct {
+	Path string
+	ID   string
+}
+
+// Walk returns every database under directory path ("" for all), in path
+// order, with one range read per directory.
+func (p *Pager) Walk(ctx context.Context, path string) ([]DatabasePath, error) {
+	_, _, e, err := p.Resolve(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	prefix := strings.Join(splitPath(path), "/")
+	if !e.Dir {
+		return []DatabasePath{{Path: prefix, ID: e.ID}}, nil
+	}
+	var out []DatabasePath
+	var walk func(dir, prefix string) error
+	walk = func(dir, prefix string) error {
+		ents, err := p.ReadDir(ctx, dir)
+		if err != nil {
+			return err
+		}
+		for _, d := range ents {
+			path := d.Name
+			if prefix != "" {
+				path = prefix + "/" + d.Name
+			}
+			if d.Dir {
+				if err := walk(d.ID, path); err != nil {
+					return err
+				}
+			} else {
+				out = append(out, DatabasePath{Path: path, ID: d.ID})
+			}
+		}
+		return nil
+	}
+	return out, walk(e.ID, prefix)
 }
 
 // forget marks the open database id removed: its handles fail.

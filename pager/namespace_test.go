@@ -99,10 +99,10 @@ func TestNamespace(t *testing.T) {
 	if err := e.p.Rmdir(ctx, b.ID, "x.db"); !errors.Is(err, ErrNotDir) {
 		t.Fatalf("rmdir of a database: %v, want ErrNotDir", err)
 	}
-	if err := e.p.Unlink(ctx, a.ID, "b", e.fence(b.ID, 1)); !errors.Is(err, ErrIsDir) {
+	if err := e.p.Unlink(ctx, a.ID, "b", b.ID, e.fence(b.ID, 1)); !errors.Is(err, ErrIsDir) {
 		t.Fatalf("unlink of a directory: %v, want ErrIsDir", err)
 	}
-	if err := e.p.Unlink(ctx, b.ID, "x.db", e.fence(x.ID, 1)); err != nil {
+	if err := e.p.Unlink(ctx, b.ID, "x.db", x.ID, e.fence(x.ID, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.p.Open(ctx, x.ID); !errors.Is(err, ErrNotFound) {

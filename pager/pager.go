@@ -66,8 +66,9 @@ type Options struct {
 	SpoolDir string
 	// Quota applies to every database unless QuotaFor overrides it.
 	Quota Quota
-	// QuotaFor returns a database's quota; nil means Quota for all.
-	QuotaFor func(db string) Quota
+	// QuotaFor returns the quota of the database at path (Database.Path);
+	// nil means Quota for all.
+	QuotaFor func(path string) Quota
 	// ResolveTimeout bounds how long a commit whose outcome etcd left
 	// unknown keeps trying to learn it (default 30 s).
 	ResolveTimeout time.Duration

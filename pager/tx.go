@@ -56,7 +56,7 @@ func (db *Database) Begin(ctx context.Context) (*Tx, error) {
 	db.pinRevs[v.rev]++
 	tx := &Tx{
 		db: db, base: db.head, baseRev: db.headRev, v: v, fence: db.fence,
-		pageSize: db.head.PageSize, size: db.head.Size(), low: db.head.Pages, quota: db.p.quota(db.name),
+		pageSize: db.head.PageSize, size: db.head.Size(), low: db.head.Pages, quota: db.p.quota(db.Path()),
 	}
 	tx.dirty = newDirtySet(int(tx.pageSize), db.p.opts.DirtyMemBytes, db.p.opts.SpoolDir)
 	db.tx = tx

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kvfs/kvfs/etcdstore"
 )
 
 // attachWorkload is SQL over n databases in dir (a0.db, attached a1.db as
@@ -59,7 +57,7 @@ func attachWorkload(dir string, n int, mode string) string {
 // mount m's prefix: it moves exactly when a commit of name lands.
 func (m *mount) headRevision(t *testing.T, name string) int64 {
 	t.Helper()
-	kv, _, err := m.Store.Get(context.Background(), etcdstore.NewKeys(m.Prefix).Head(name), 0)
+	kv, _, err := m.Store.Get(context.Background(), m.headKey(t, name), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,11 +97,7 @@ func TestAttachTransactions(t *testing.T) {
 					t.Errorf("super-journal %s left in the mount", e.Name())
 				}
 			}
-			names, err := m.Pager.List(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(names) != tc.n {
+			if names := m.databases(t); len(names) != tc.n {
 				t.Errorf("databases in etcd: %v, want a0.db … a%d.db", names, tc.n-1)
 			}
 			prefix := m.Prefix

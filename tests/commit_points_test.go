@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kvfs/kvfs/etcdstore"
 )
 
 // headWrites returns how many times the database's head was written in
@@ -15,7 +13,7 @@ import (
 // it shows what is durable now, not what a watch has delivered.
 func headWrites(t *testing.T, m *mount, name string) int64 {
 	t.Helper()
-	kv, _, err := m.Store.Get(context.Background(), etcdstore.NewKeys(m.Prefix).Head(name), 0)
+	kv, _, err := m.Store.Get(context.Background(), m.headKey(t, name), 0)
 	if err != nil || kv == nil {
 		t.Fatalf("head of %s: %v %v", name, kv, err)
 	}

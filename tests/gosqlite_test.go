@@ -64,7 +64,7 @@ func TestGoSQLite(t *testing.T) {
 			if _, err := tx.Exec("insert into t(v) select hex(randomblob(200)) from t"); err != nil {
 				t.Fatal(err)
 			}
-			info, err := m.Fence.Holder(context.Background(), mode+".db")
+			info, err := m.Fence.Holder(context.Background(), m.id(t, mode+".db"))
 			if err != nil {
 				t.Fatalf("holder: %v", err)
 			}

@@ -130,6 +130,37 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	return m
 }
 
+// id returns the id of the database at path: its etcd keys and write
+// lease are under it.
+func (m *mount) id(t *testing.T, path string) string {
+	t.Helper()
+	_, _, e, err := m.Pager.Resolve(context.Background(), path)
+	if err != nil {
+		t.Fatalf("resolve %s: %v", path, err)
+	}
+	return e.ID
+}
+
+// headKey returns the etcd key of the head of the database at path.
+func (m *mount) headKey(t *testing.T, path string) string {
+	t.Helper()
+	return etcdstore.NewKeys(m.Prefix).Head(m.id(t, path))
+}
+
+// databases returns the paths of every database in etcd.
+func (m *mount) databases(t *testing.T) []string {
+	t.Helper()
+	dbs, err := m.Pager.Walk(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, d := range dbs {
+		paths = append(paths, d.Path)
+	}
+	return paths
+}
+
 // Path returns the path of name in the mount.
 func (m *mount) Path(name string) string { return filepath.Join(m.Dir, name) }
 

@@ -41,38 +41,37 @@ Example:
 	}
 	defer sess.close()
 	defer p.Close()
-	names := pos
-	if len(names) == 0 {
-		dbs, err := sess.listHeads(ctx)
-		if err != nil {
-			return err
-		}
-		for _, d := range dbs {
-			names = append(names, d.Name)
-		}
+	dir := ""
+	if len(pos) == 1 {
+		dir = pos[0]
+	}
+	dbs, err := sess.listHeads(ctx, dir) // a database, or every one under a directory
+	if err != nil {
+		return err
 	}
 	fm := sess.fence("compact")
 	defer fm.Close(context.Background())
-	for _, name := range names {
-		if err := compactOne(ctx, sess, p, fm, name, *wait, stdout); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+	for _, d := range dbs {
+		if err := compactOne(ctx, sess, p, fm, d.Name, d.ID, *wait, stdout); err != nil {
+			return fmt.Errorf("%s: %w", d.Name, err)
 		}
 	}
 	return nil
 }
 
-// compactOne runs one full pass on name under its write lease.
-func compactOne(ctx context.Context, sess *session, p *pager.Pager, fm *fence.Manager, name string, wait time.Duration, stdout io.Writer) error {
-	before, err := pager.ReadInfo(ctx, sess.store, sess.keys, name)
+// compactOne runs one full pass on database id, at path name, under its
+// write lease.
+func compactOne(ctx context.Context, sess *session, p *pager.Pager, fm *fence.Manager, name, id string, wait time.Duration, stdout io.Writer) error {
+	before, err := pager.ReadInfo(ctx, sess.store, sess.keys, id)
 	if err != nil {
 		return err
 	}
-	lease, err := acquire(ctx, fm, name, wait)
+	lease, err := acquire(ctx, fm, id, name, wait)
 	if err != nil {
 		return err
 	}
 	defer lease.Release(context.Background())
-	db, err := p.Open(ctx, name)
+	db, err := p.Open(ctx, id)
 	if err != nil {
 		return err
 	}

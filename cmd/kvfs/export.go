@@ -52,7 +52,11 @@ Example:
 	}
 	defer sess.close()
 	defer p.Close()
-	db, err := p.Open(ctx, name)
+	id, err := sess.resolve(ctx, name)
+	if err != nil {
+		return err
+	}
+	db, err := p.Open(ctx, id)
 	if err != nil {
 		return err
 	}

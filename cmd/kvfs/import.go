@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"syscall"
 	"time"
 
@@ -75,12 +76,14 @@ mode (not WAL, no hot journal); while it is read kvfs holds a SQLite shared
 lock on it, so a writer cannot change it underneath. An existing DB is
 replaced only with --force (and keeps its page size). When a mount holds DB's
 write lease, import asks it to hand the lease over and waits up to --wait.
+DB is a path in the mount (tenant1/app.db); missing directories are made.
 Progress goes to standard error: a bar on a terminal, plain lines otherwise.
 `+storeFlagsHelp+`
 
 Example:
   sqlite3 app.db 'create table t(x); insert into t values (1)'
-  kvfs import --data-dir /var/lib/kvfs app.db app.db`, stderr)
+  kvfs import --data-dir /var/lib/kvfs app.db app.db
+  kvfs import --data-dir /var/lib/kvfs app.db tenant1/app.db`, stderr)
 	cf := registerConfigFlags(fs, false)
 	force := fs.Bool("force", false, "replace DB if it exists")
 	wait := fs.Duration("wait", 10*time.Second, "how long to wait for a mount holding DB's write lease to hand it over")
@@ -118,8 +121,22 @@ Example:
 	}
 	defer sess.close()
 	defer p.Close()
+	ns, err := sess.namespace(ctx)
+	if err != nil {
+		return err
+	}
 	created := false
-	switch err := p.Create(ctx, name); {
+	// A new database gets the file's mode and the importing user.
+	attrs := pager.Attrs{Mode: uint32(st.Mode().Perm()), UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	if parent := path.Dir(name); parent != "." && parent != "/" {
+		// The directories the path names, as mkdir -p.
+		dirAttrs := attrs
+		dirAttrs.Mode = 0o755
+		if _, err := ns.MkdirAll(ctx, parent, dirAttrs); err != nil {
+			return err
+		}
+	}
+	switch _, err := ns.CreatePath(ctx, name, attrs); {
 	case err == nil:
 		created = true
 	case errors.Is(err, pager.ErrExists):
@@ -129,18 +146,25 @@ Example:
 	default:
 		return err
 	}
+	dir, base, e, err := ns.Resolve(ctx, name)
+	if err != nil {
+		return err
+	}
+	if e.Dir {
+		return fmt.Errorf("%s: %w", name, pager.ErrIsDir)
+	}
 	fm := sess.fence("import")
 	defer fm.Close(context.Background())
-	lease, err := acquire(ctx, fm, name, *wait)
+	lease, err := acquire(ctx, fm, e.ID, name, *wait)
 	if err != nil {
 		return err
 	}
 	defer lease.Release(context.Background())
-	info, err := importFile(ctx, p, lease, name, f, hdr, newProgress(stderr, "import "+name, st.Size()))
+	info, err := importFile(ctx, p, lease, name, e.ID, f, hdr, newProgress(stderr, "import "+name, st.Size()))
 	if err != nil {
 		if created {
 			// Leave no empty database behind.
-			if rerr := p.Remove(context.Background(), name, lease); rerr != nil {
+			if rerr := p.Unlink(context.Background(), dir, base, e.ID, lease); rerr != nil {
 				sess.log.Warn("remove the database created for the failed import", "db", name, "err", rerr)
 			}
 		}
@@ -151,9 +175,10 @@ Example:
 	return nil
 }
 
-// importFile writes the whole of f as database name in one transaction.
-func importFile(ctx context.Context, p *pager.Pager, lease pager.Fence, name string, f *os.File, hdr sqliteHeader, prog *progress) (pager.CommitInfo, error) {
-	db, err := p.Open(ctx, name)
+// importFile writes the whole of f as database id (at path name) in one
+// transaction.
+func importFile(ctx context.Context, p *pager.Pager, lease pager.Fence, name, id string, f *os.File, hdr sqliteHeader, prog *progress) (pager.CommitInfo, error) {
+	db, err := p.Open(ctx, id)
 	if err != nil {
 		return pager.CommitInfo{}, err
 	}

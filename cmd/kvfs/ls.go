@@ -34,8 +34,9 @@ type lsEntry struct {
 }
 
 func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("ls", "ls [flags]",
-		`Lists every database: its size, page size, last committed transaction
+	fs := newFlagSet("ls", "ls [flags] [directory]",
+		`Lists every database (under directory, a path in the mount, when given),
+with its path: its size, page size, last committed transaction
 (txid) and the generation of the writer that committed it, who holds its
 write lease now, and the bytes it stores in etcd against its quota. Works with
 or without a running mount.
@@ -43,10 +44,11 @@ or without a running mount.
 
 Example:
   kvfs ls --data-dir /var/lib/kvfs
+  kvfs ls --data-dir /var/lib/kvfs tenant1/
   kvfs ls --etcd https://etcd-1:2379,https://etcd-2:2379 --etcd-cacert ca.pem --json`, stderr)
 	cf := registerConfigFlags(fs, false)
 	asJSON := fs.Bool("json", false, "print JSON, one array of objects")
-	cfg, _, err := parseCommand(fs, cf, args, 0, 0)
+	cfg, pos, err := parseCommand(fs, cf, args, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -55,7 +57,11 @@ Example:
 		return err
 	}
 	defer sess.close()
-	dbs, err := sess.listHeads(ctx)
+	dir := ""
+	if len(pos) == 1 {
+		dir = pos[0]
+	}
+	dbs, err := sess.listHeads(ctx, dir)
 	if err != nil {
 		return err
 	}
@@ -71,7 +77,7 @@ Example:
 		if d.Head.Timestamp > 0 {
 			e.Committed = time.UnixMilli(d.Head.Timestamp).UTC().Format(time.RFC3339)
 		}
-		info, held, err := holder(ctx, fm, d.Name)
+		info, held, err := holder(ctx, fm, d.ID)
 		if err != nil {
 			return fmt.Errorf("lease holder of %s: %w", d.Name, err)
 		}

@@ -24,7 +24,7 @@ func TestLs(t *testing.T) {
 	st := s.open()
 	fm := fence.NewManager(st, etcdstore.NewKeys(s.prefix), fence.Options{Owner: "host-x"})
 	defer fm.Close(context.Background())
-	if _, err := fm.Acquire(context.Background(), "b.db"); err != nil {
+	if _, err := fm.Acquire(context.Background(), s.id("b.db")); err != nil {
 		t.Fatal(err)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/pager"
 )
 
 // runMainEnv makes the test binary run kvfs's main instead of the tests, so
@@ -90,6 +91,22 @@ func (s *testStore) open() *etcdstore.Store {
 	}
 	s.t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// id returns the id of the database at path: the name its etcd keys and
+// write lease are under.
+func (s *testStore) id(path string) string {
+	s.t.Helper()
+	p, err := pager.New(pager.Options{Store: s.open(), Keys: etcdstore.NewKeys(s.prefix), SpoolDir: s.t.TempDir()})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer p.Close()
+	_, _, e, err := p.Resolve(context.Background(), path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return e.ID
 }
 
 // requireSQLite skips the test without the sqlite3 CLI.

@@ -82,7 +82,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.inUse, float64(inUse))
 		gauge(c.headroom, quota-float64(size))
 	}
-	dbs, err := c.sess.listHeads(ctx)
+	dbs, err := c.sess.listHeads(ctx, "")
 	if err != nil {
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/kvfs/kvfs/pager"
 )
 
 func rmCommand() command {
@@ -40,17 +42,21 @@ Example:
 	}
 	defer sess.close()
 	defer p.Close()
-	if _, _, err := sess.readHead(ctx, name); err != nil {
+	dir, base, e, err := p.Resolve(ctx, name)
+	if err != nil {
 		return err
+	}
+	if e.Dir {
+		return fmt.Errorf("%s: %w (rmdir it in the mount)", name, pager.ErrIsDir)
 	}
 	fm := sess.fence("rm")
 	defer fm.Close(context.Background())
-	lease, err := acquire(ctx, fm, name, *wait)
+	lease, err := acquire(ctx, fm, e.ID, name, *wait)
 	if err != nil {
 		return err
 	}
 	defer lease.Release(context.Background())
-	if err := p.Remove(ctx, name, lease); err != nil {
+	if err := p.Unlink(ctx, dir, base, e.ID, lease); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "removed %s\n", name)

@@ -14,6 +14,7 @@ func TestRm(t *testing.T) {
 	src := makeDB(t, 100)
 	s.kvfs(0, "import", src, "a.db")
 	s.kvfs(0, "import", src, "b.db")
+	aID := s.id("a.db")
 	out, _ := s.kvfs(0, "rm", "a.db")
 	if strings.TrimSpace(out) != "removed a.db" {
 		t.Fatalf("rm: %q", out)
@@ -23,7 +24,7 @@ func TestRm(t *testing.T) {
 		t.Fatalf("ls after rm: %q", out)
 	}
 	st := s.open()
-	if n, err := st.Count(context.Background(), etcdstore.NewKeys(s.prefix).DB("a.db"), 0); err != nil || n != 0 {
+	if n, err := st.Count(context.Background(), etcdstore.NewKeys(s.prefix).DB(aID), 0); err != nil || n != 0 {
 		t.Fatalf("keys left after rm: %d %v", n, err)
 	}
 	_, errOut := s.kvfs(1, "rm", "a.db")
@@ -34,7 +35,7 @@ func TestRm(t *testing.T) {
 	// A holder that does not hand the lease over keeps its database.
 	fm := fence.NewManager(st, etcdstore.NewKeys(s.prefix), fence.Options{Owner: "stubborn"})
 	defer fm.Close(context.Background())
-	if _, err := fm.Acquire(context.Background(), "b.db"); err != nil {
+	if _, err := fm.Acquire(context.Background(), s.id("b.db")); err != nil {
 		t.Fatal(err)
 	}
 	_, errOut = s.kvfs(1, "rm", "--wait", "100ms", "b.db")

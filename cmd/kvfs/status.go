@@ -74,12 +74,12 @@ Example:
 	fm := sess.fence("status")
 	defer fm.Close(context.Background())
 
-	stat := func(name string, head pager.Head) (dbStatus, error) {
-		st, err := sess.scanDB(ctx, name, head)
+	stat := func(name, id string, head pager.Head) (dbStatus, error) {
+		st, err := sess.scanDB(ctx, name, id, head)
 		if err != nil {
 			return st, err
 		}
-		info, held, err := holder(ctx, fm, name)
+		info, held, err := holder(ctx, fm, id)
 		if err != nil {
 			return st, fmt.Errorf("lease holder of %s: %w", name, err)
 		}
@@ -88,7 +88,7 @@ Example:
 		}
 		q := cfg.QuotaFor(name)
 		st.QuotaBytes, st.QuotaPages = q.MaxBytes, q.MaxPages
-		pinfo, err := pager.ReadInfo(ctx, sess.store, sess.keys, name)
+		pinfo, err := pager.ReadInfo(ctx, sess.store, sess.keys, id)
 		if err != nil {
 			return st, err
 		}
@@ -98,11 +98,11 @@ Example:
 	}
 
 	if len(pos) == 1 {
-		head, _, err := sess.readHead(ctx, pos[0])
+		id, head, _, err := sess.readHead(ctx, pos[0])
 		if err != nil {
 			return err
 		}
-		st, err := stat(pos[0], head)
+		st, err := stat(pos[0], id, head)
 		if err != nil {
 			return err
 		}
@@ -126,12 +126,12 @@ Example:
 		largest = max(largest, m.DBSize)
 	}
 	cs.HeadroomBytes = cs.QuotaBytes - largest
-	dbs, err := sess.listHeads(ctx)
+	dbs, err := sess.listHeads(ctx, "")
 	if err != nil {
 		return err
 	}
 	for _, d := range dbs {
-		st, err := stat(d.Name, d.Head)
+		st, err := stat(d.Name, d.ID, d.Head)
 		if err != nil {
 			return err
 		}
@@ -205,10 +205,10 @@ func writeJSON(w io.Writer, v any) error {
 
 // scanDB counts a database's stored deltas, page index rows, shards and
 // orphans with one keys-only range read.
-func (s *session) scanDB(ctx context.Context, name string, head pager.Head) (dbStatus, error) {
+func (s *session) scanDB(ctx context.Context, name, id string, head pager.Head) (dbStatus, error) {
 	st := dbStatus{Name: name, Head: head}
 	orphans := map[uint64]bool{}
-	_, err := s.store.Range(ctx, s.keys.DB(name), etcdstore.RangeOptions{KeysOnly: true}, func(kv *etcdstore.KeyValue) error {
+	_, err := s.store.Range(ctx, s.keys.DB(id), etcdstore.RangeOptions{KeysOnly: true}, func(kv *etcdstore.KeyValue) error {
 		info, ok := s.keys.Parse(kv.Key)
 		if !ok || info.Chunk != 0 {
 			return nil

@@ -39,7 +39,8 @@ type session struct {
 	store    *etcdstore.Store
 	keys     etcdstore.Keys
 	close    func()
-	embedded bool // the store is an embedded etcd (this process's or a mount's)
+	embedded bool         // the store is an embedded etcd (this process's or a mount's)
+	ns       *pager.Pager // for path lookups (namespace), opened on first use
 }
 
 // newLogger returns the logger cfg asks for, writing to w.
@@ -237,17 +238,62 @@ func (s *session) fence(what string) *fence.Manager {
 	return fence.NewManager(s.store, s.keys, fence.Options{Owner: s.owner(what), TTL: time.Duration(s.cfg.LeaseTTL), Logger: log})
 }
 
-// readHead reads a database's head straight from etcd (without opening it
-// in a pager, which would load its page index and watch it).
-func (s *session) readHead(ctx context.Context, name string) (pager.Head, int64, error) {
-	kv, _, err := s.store.Get(ctx, s.keys.Head(name), 0)
-	if errors.Is(err, etcdstore.ErrNotFound) {
-		return pager.Head{}, 0, fmt.Errorf("%s: %w", name, pager.ErrNotFound)
-	} else if err != nil {
-		return pager.Head{}, 0, fmt.Errorf("read head of %s: %w", name, err)
+// namespace returns a pager for path lookups, after moving the flat
+// catalog of an older kvfs, if any, into the root directory
+// (pager.Upgrade). session.close closes it.
+func (s *session) namespace(ctx context.Context) (*pager.Pager, error) {
+	if s.ns != nil {
+		return s.ns, nil
 	}
-	h, err := parseHead(name, kv.Value)
-	return h, kv.ModRevision, err
+	p, err := pager.New(s.pagerOptions())
+	if err != nil {
+		return nil, err
+	}
+	if n, err := p.Upgrade(ctx); err != nil {
+		p.Close()
+		return nil, err
+	} else if n > 0 {
+		s.log.Info("moved the databases of the flat catalog into the root directory", "databases", n)
+	}
+	s.ns = p
+	closeStore := s.close
+	s.close = func() { p.Close(); closeStore() }
+	return p, nil
+}
+
+// resolve returns the id of the database at path (its etcd keys and
+// write lease are by id; see pager.Resolve).
+func (s *session) resolve(ctx context.Context, path string) (string, error) {
+	p, err := s.namespace(ctx)
+	if err != nil {
+		return "", err
+	}
+	_, _, e, err := p.Resolve(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	if e.Dir {
+		return "", fmt.Errorf("%s: %w", path, pager.ErrIsDir)
+	}
+	return e.ID, nil
+}
+
+// readHead reads the head of the database at path straight from etcd
+// (without opening it in a pager, which would load its page index and
+// watch it), and returns its id too.
+func (s *session) readHead(ctx context.Context, path string) (string, pager.Head, int64, error) {
+	id, err := s.resolve(ctx, path)
+	if err != nil {
+		return "", pager.Head{}, 0, err
+	}
+	kv, _, err := s.store.Get(ctx, s.keys.Head(id), 0)
+	if errors.Is(err, etcdstore.ErrNotFound) {
+		return "", pager.Head{}, 0, fmt.Errorf("%s: %w", path, pager.ErrNotFound)
+	} else if err != nil {
+		return "", pager.Head{}, 0, fmt.Errorf("read head of %s: %w", path, err)
+	}
+	h, err := parseHead(path, kv.Value)
+	return id, h, kv.ModRevision, err
 }
 
 // parseHead decodes a stored head.
@@ -272,10 +318,11 @@ func holder(ctx context.Context, fm *fence.Manager, name string) (fence.Info, bo
 	return info, true, nil
 }
 
-// acquire takes name's write lease for a one-off command, asking a mount
-// that holds it to hand it over for up to wait.
-func acquire(ctx context.Context, fm *fence.Manager, name string, wait time.Duration) (*fence.Lease, error) {
-	l, err := fm.AcquireWithHandoff(ctx, name, wait)
+// acquire takes the write lease of database id (at path name) for a
+// one-off command, asking a mount that holds it to hand it over for up to
+// wait.
+func acquire(ctx context.Context, fm *fence.Manager, id, name string, wait time.Duration) (*fence.Lease, error) {
+	l, err := fm.AcquireWithHandoff(ctx, id, wait)
 	if err != nil {
 		var held *fence.HeldError
 		if errors.As(err, &held) {
@@ -301,52 +348,53 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// dbHead is one database's name and head.
+// dbHead is one database's path, id and head.
 type dbHead struct {
-	Name  string
+	Name  string // path in the mount
+	ID    string // etcd keys and write lease
 	Head  pager.Head
 	Usage int64 // bytes stored in etcd, as quota counts them
 }
 
-// listHeads returns every database with its head, sorted by name, in two
-// round trips (the catalog, then the heads). A database removed between the
-// two is left out.
-func (s *session) listHeads(ctx context.Context) ([]dbHead, error) {
-	var names []string
-	prefix := s.keys.Catalog()
-	if _, err := s.store.Range(ctx, prefix, etcdstore.RangeOptions{KeysOnly: true}, func(kv *etcdstore.KeyValue) error {
-		names = append(names, kv.Key[len(prefix):])
-		return nil
-	}); err != nil {
+// listHeads returns every database under directory dir ("" for all) with
+// its head, in path order: a range read per directory, then the heads in
+// one round trip. A database removed meanwhile is left out.
+func (s *session) listHeads(ctx context.Context, dir string) ([]dbHead, error) {
+	p, err := s.namespace(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dbs, err := p.Walk(ctx, dir)
+	if err != nil {
 		return nil, fmt.Errorf("list databases: %w", err)
 	}
-	keys := make([]string, 2*len(names))
-	for i, n := range names {
-		keys[i] = s.keys.Head(n)
-		keys[len(names)+i] = s.keys.Compaction(n)
+	keys := make([]string, 2*len(dbs))
+	for i, d := range dbs {
+		keys[i] = s.keys.Head(d.ID)
+		keys[len(dbs)+i] = s.keys.Compaction(d.ID)
 	}
 	kvs, err := s.store.GetMany(ctx, keys, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read heads: %w", err)
 	}
-	out := make([]dbHead, 0, len(names))
-	for i, kv := range kvs[:len(names)] {
+	out := make([]dbHead, 0, len(dbs))
+	for i, kv := range kvs[:len(dbs)] {
 		if kv == nil {
 			continue
 		}
-		h, err := parseHead(names[i], kv.Value)
+		h, err := parseHead(dbs[i].Path, kv.Value)
 		if err != nil {
 			return nil, err
 		}
 		var comp []byte
-		if c := kvs[len(names)+i]; c != nil {
+		if c := kvs[len(dbs)+i]; c != nil {
 			comp = c.Value
 		}
 		usage, err := pager.Usage(h, comp)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", names[i], err)
+			return nil, fmt.Errorf("%s: %w", dbs[i].Path, err)
 		}
-		out = append(out, dbHead{names[i], h, usage})
+		out = append(out, dbHead{dbs[i].Path, dbs[i].ID, h, usage})
 	}
 	return out, nil
 }

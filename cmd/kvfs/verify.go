@@ -48,21 +48,27 @@ Example:
 	}
 	defer sess.close()
 	defer p.Close()
-	names := pos
-	if len(names) == 0 {
-		if names, err = p.List(ctx); err != nil {
+	var dbs []dbHead
+	if len(pos) == 0 {
+		pos = []string{""}
+	}
+	for _, path := range pos {
+		found, err := sess.listHeads(ctx, path) // a database, or every one under a directory
+		if err != nil {
 			return err
 		}
+		dbs = append(dbs, found...)
 	}
-	for _, name := range names {
-		res, err := verifyDB(ctx, sess, p, name)
+	for _, d := range dbs {
+		name := d.Name
+		res, err := verifyDB(ctx, sess, p, d.ID)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		fmt.Fprintf(stdout, "%s: ok: txid %d, %d pages of %d bytes, %d deltas, %d page index rows, %d shards, %d orphans, used %d bytes, checksum %016x\n",
 			name, res.head.TXID, res.head.Pages, res.head.PageSize, res.deltas, res.rows, res.shards, res.orphans, res.used, uint64(res.checksum))
 	}
-	if len(names) == 0 {
+	if len(dbs) == 0 {
 		fmt.Fprintln(stdout, "no databases")
 	}
 	return nil
@@ -76,7 +82,7 @@ type verifyResult struct {
 	checksum                      ltx.Checksum
 }
 
-// verifyDB checks one database; the first problem is its error.
+// verifyDB checks database name (its id); the first problem is its error.
 func verifyDB(ctx context.Context, sess *session, p *pager.Pager, name string) (verifyResult, error) {
 	var res verifyResult
 	store, keys := sess.store, sess.keys

@@ -46,7 +46,7 @@ func TestVerify(t *testing.T) {
 	}
 
 	// A flipped bit inside a delta's page data fails the LTX checksum.
-	restore := corrupt(etcdstore.ChunkKey(keys.Delta("b.db", 2), 0), func(v []byte) []byte {
+	restore := corrupt(etcdstore.ChunkKey(keys.Delta(s.id("b.db"), 2), 0), func(v []byte) []byte {
 		v[len(v)/2] ^= 0x40
 		return v
 	})
@@ -57,7 +57,7 @@ func TestVerify(t *testing.T) {
 	restore()
 
 	// A page index row naming a page its delta lacks.
-	restore = corrupt(etcdstore.ChunkKey(keys.PIDX("a.db", 1), 0), func(v []byte) []byte {
+	restore = corrupt(etcdstore.ChunkKey(keys.PIDX(s.id("a.db"), 1), 0), func(v []byte) []byte {
 		_, payload, err := etcdstore.DecodeChunk(v)
 		if err != nil {
 			t.Fatal(err)
@@ -74,7 +74,7 @@ func TestVerify(t *testing.T) {
 	restore()
 
 	// A head whose usage disagrees with what is stored.
-	restore = corrupt(keys.Head("a.db"), func(v []byte) []byte {
+	restore = corrupt(keys.Head(s.id("a.db")), func(v []byte) []byte {
 		return []byte(strings.Replace(string(v), `"used_bytes":`, `"used_bytes":1`, 1))
 	})
 	_, errOut = s.kvfs(1, "verify", "a.db")

@@ -1,0 +1,450 @@
+package fuse
+
+import (
+	"context"
+	"errors"
+	"path"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// dirNode is a directory of the mount (see doc.go, "Directories"): its
+// names are the pager's namespace (pager.Lookup, ReadDir), plus the side
+// files SQLite keeps beside its databases on this host.
+type dirNode struct {
+	fs.Inode
+	fsys  *FS
+	id    string // pager.RootDir for the root
+	attrs dirAttrs
+}
+
+var (
+	_ fs.NodeLookuper  = (*dirNode)(nil)
+	_ fs.NodeReaddirer = (*dirNode)(nil)
+	_ fs.NodeCreater   = (*dirNode)(nil)
+	_ fs.NodeUnlinker  = (*dirNode)(nil)
+	_ fs.NodeMkdirer   = (*dirNode)(nil)
+	_ fs.NodeRmdirer   = (*dirNode)(nil)
+	_ fs.NodeRenamer   = (*dirNode)(nil)
+	_ fs.NodeGetattrer = (*dirNode)(nil)
+	_ fs.NodeSetattrer = (*dirNode)(nil)
+	_ fs.NodeFsyncer   = (*dirNode)(nil)
+	_ fs.NodeStatfser  = (*dirNode)(nil)
+)
+
+// sideKey keys FS.sides and FS.byName: a name in directory dir (ids hold
+// no '/').
+func sideKey(dir, name string) string { return dir + "/" + name }
+
+// pathOf returns the path, relative to the mount's root, of name in n.
+func (n *dirNode) pathOf(name string) string {
+	return path.Join(n.Path(nil), name)
+}
+
+// Fsync of a directory (SQLite syncs it after creating a journal) is
+// meaningless here: ENOSYS makes the kernel answer later ones itself.
+func (n *dirNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("lookup", &errno)
+	if _, ok := isSide(name); ok {
+		fsys.mu.Lock()
+		s := fsys.sides[sideKey(n.id, name)]
+		fsys.mu.Unlock()
+		if s == nil {
+			return nil, syscall.ENOENT
+		}
+		s.fill(&out.Attr)
+		return s.EmbeddedInode(), 0
+	}
+	if etcdstore.ValidateName(name) != nil {
+		return nil, syscall.ENOENT
+	}
+	e, _, err := fsys.opts.Pager.Lookup(ctx, n.id, name)
+	if err != nil && !errors.Is(err, pager.ErrNotFound) {
+		// etcd cannot answer: what this host has open there stays
+		// reachable (its committed pages are cached; writes fail).
+		if inode := n.known(name); inode != nil {
+			fsys.log.Warn("lookup: etcd unreachable; the name as this host last knew it", "name", name, "err", err)
+			if d, ok := inode.Operations().(*dbNode); ok {
+				d.fill(&out.Attr)
+			} else {
+				fillAttrs(&out.Attr, syscall.S_IFDIR, inode.Operations().(*dirNode).attrs.cached())
+			}
+			return inode, 0
+		}
+	}
+	if err != nil {
+		return nil, fsys.errno("lookup", name, err)
+	}
+	if e.Dir {
+		child := n.dirChild(ctx, name, e.ID)
+		a, err := child.attrs.get(ctx, fsys.opts.Pager, child.id, fsys.opts.AttrTimeout)
+		if err != nil {
+			return nil, fsys.errno("lookup", name, err)
+		}
+		out.Nlink = 2
+		fillAttrs(&out.Attr, syscall.S_IFDIR, a)
+		return child.EmbeddedInode(), 0
+	}
+	d, err := fsys.database(ctx, n, name, e.ID)
+	if err != nil {
+		return nil, fsys.errno("lookup", name, err)
+	}
+	d.fill(&out.Attr)
+	return d.EmbeddedInode(), 0
+}
+
+// known returns the node this host has named name in n (a database it has
+// open, or a directory it looked up), nil if none.
+func (n *dirNode) known(name string) *fs.Inode {
+	n.fsys.mu.Lock()
+	d := n.fsys.byName[sideKey(n.id, name)]
+	n.fsys.mu.Unlock()
+	if d != nil && !d.gone() {
+		return d.EmbeddedInode()
+	}
+	if c := n.GetChild(name); c != nil {
+		if _, ok := c.Operations().(*dirNode); ok {
+			return c
+		}
+	}
+	return nil
+}
+
+// dirChild returns the node of directory id, named name in n.
+func (n *dirNode) dirChild(ctx context.Context, name, id string) *dirNode {
+	if c := n.GetChild(name); c != nil {
+		if dn, ok := c.Operations().(*dirNode); ok && dn.id == id {
+			return dn
+		}
+	}
+	dn := &dirNode{fsys: n.fsys, id: id}
+	n.NewInode(ctx, dn, fs.StableAttr{Mode: syscall.S_IFDIR})
+	return dn
+}
+
+// database returns the node of database id, named base in directory dir,
+// opening it on first use. A node already open under another name (a
+// rename on another host) takes the new one.
+func (fsys *FS) database(ctx context.Context, dir *dirNode, base, id string) (*dbNode, error) {
+	fsys.mu.Lock()
+	d := fsys.dbs[id]
+	if d != nil && !d.gone() {
+		fsys.placeLocked(d, dir, base)
+		fsys.mu.Unlock()
+		return d, nil
+	}
+	fsys.mu.Unlock()
+	db, err := fsys.opts.Pager.Open(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if d := fsys.dbs[id]; d != nil && !d.gone() {
+		db.Close()
+		fsys.placeLocked(d, dir, base)
+		return d, nil
+	}
+	d = &dbNode{fsys: fsys, name: id, db: db}
+	dir.NewPersistentInode(ctx, d, fs.StableAttr{Mode: syscall.S_IFREG})
+	fsys.dbs[id] = d
+	fsys.placeLocked(d, dir, base)
+	// Not on the pager's watch goroutine: remoteChange takes d.mu, under
+	// which Acquire waits for that goroutine to stop.
+	db.OnChange(func(h pager.Head) { go d.remoteChange(h) })
+	return d, nil
+}
+
+// placeLocked records that d is named base in dir now.
+func (fsys *FS) placeLocked(d *dbNode, dir *dirNode, base string) {
+	if d.dir != nil {
+		if k := sideKey(d.dir.id, d.base); fsys.byName[k] == d {
+			delete(fsys.byName, k)
+		}
+	}
+	d.dir, d.base = dir, base
+	fsys.byName[sideKey(dir.id, base)] = d
+	d.db.SetPath(dir.pathOf(base))
+}
+
+// forgetDB drops d (removed) from the open databases and returns where it
+// was named.
+func (fsys *FS) forgetDB(d *dbNode) (*dirNode, string) {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if fsys.dbs[d.name] == d {
+		delete(fsys.dbs, d.name)
+	}
+	if k := sideKey(d.dir.id, d.base); fsys.byName[k] == d {
+		delete(fsys.byName, k)
+	}
+	return d.dir, d.base
+}
+
+// openedAt returns the node of the database at path (relative to the
+// mount's root) if this host has it open there.
+func (fsys *FS) openedAt(p string) *dbNode {
+	dir, base := path.Split(p)
+	node := &fsys.root.Inode
+	for _, part := range strings.Split(strings.Trim(dir, "/"), "/") {
+		if part == "" {
+			continue
+		}
+		if node = node.GetChild(part); node == nil {
+			return nil
+		}
+	}
+	dn, ok := node.Operations().(*dirNode)
+	if !ok {
+		return nil
+	}
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.byName[sideKey(dn.id, base)]
+}
+
+func (n *dirNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("readdir", &errno)
+	ents, err := fsys.opts.Pager.ReadDir(ctx, n.id)
+	if err != nil {
+		return nil, fsys.errno("readdir", n.id, err)
+	}
+	out := make([]gofuse.DirEntry, 0, len(ents))
+	for _, e := range ents {
+		mode := uint32(syscall.S_IFREG)
+		if e.Dir {
+			mode = syscall.S_IFDIR
+		}
+		out = append(out, gofuse.DirEntry{Name: e.Name, Mode: mode})
+	}
+	fsys.mu.Lock()
+	for _, s := range fsys.sides {
+		if s.dir == n {
+			out = append(out, gofuse.DirEntry{Name: s.name, Mode: syscall.S_IFREG})
+		}
+	}
+	fsys.mu.Unlock()
+	slices.SortFunc(out, func(a, b gofuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
+	return fs.NewListDirStream(out), 0
+}
+
+func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, _ fs.FileHandle, _ uint32, errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("create", &errno)
+	ctx = uninterruptible(ctx)
+	if fsys.opts.ReadOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if _, ok := isSide(name); ok {
+		if err := etcdstore.ValidateName(name); err != nil {
+			return nil, nil, 0, fsys.errno("create", name, err)
+		}
+		s, err := fsys.createSide(ctx, n, name, creator(ctx, mode))
+		if err != nil {
+			return nil, nil, 0, fsys.errno("create", name, err)
+		}
+		if s.isWAL() || s.isSHM() {
+			fsys.walStarted(ctx, n, s.db) // the lock agent opens the -shm too
+		}
+		s.opened(ctx, flags)
+		h, err := s.handle()
+		if err != nil {
+			return nil, nil, 0, fsys.errno("create", name, err)
+		}
+		s.fill(&out.Attr)
+		return s.EmbeddedInode(), h, s.openFlags(), 0
+	}
+	e, err := fsys.opts.Pager.CreateIn(ctx, n.id, name, creator(ctx, mode))
+	created := err == nil
+	if errors.Is(err, pager.ErrExists) {
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, 0, syscall.EEXIST
+		}
+		if e, _, err = fsys.opts.Pager.Lookup(ctx, n.id, name); err == nil && e.Dir {
+			return nil, nil, 0, syscall.EISDIR
+		}
+	}
+	if err != nil {
+		return nil, nil, 0, fsys.errno("create", name, err)
+	}
+	d, err := fsys.database(ctx, n, name, e.ID)
+	if err != nil {
+		return nil, nil, 0, fsys.errno("create", name, err)
+	}
+	h, fuseFlags, errno := d.open(ctx, flags, created)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	d.fill(&out.Attr)
+	return d.EmbeddedInode(), h, fuseFlags, 0
+}
+
+func (n *dirNode) Unlink(ctx context.Context, name string) (errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("unlink", &errno)
+	ctx = uninterruptible(ctx)
+	if fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	if db, ok := isSide(name); ok {
+		key := sideKey(n.id, name)
+		fsys.mu.Lock()
+		s := fsys.sides[key]
+		d := fsys.byName[sideKey(n.id, db)]
+		fsys.mu.Unlock()
+		if s == nil {
+			return syscall.ENOENT
+		}
+		// Deleting the journal is the commit point of journal_mode=DELETE;
+		// deleting a super-journal commits every child database.
+		if d != nil && strings.HasSuffix(name, "-journal") {
+			if err := d.commitPoint(ctx, "journal deleted"); err != nil {
+				return fsys.errno("unlink", name, err)
+			}
+		}
+		if s.isSuper() {
+			if err := fsys.commitSuper(ctx, s); err != nil {
+				return fsys.errno("unlink", name, err)
+			}
+		}
+		fsys.mu.Lock()
+		delete(fsys.sides, key)
+		fsys.mu.Unlock()
+		n.RmChild(name)
+		s.discard()
+		if d != nil && strings.HasSuffix(name, "-wal") {
+			// SQLite deletes the log after checkpointing all of it.
+			d.walFold(ctx, walEnded)
+		}
+		return 0
+	}
+	e, _, err := fsys.opts.Pager.Lookup(ctx, n.id, name)
+	if err != nil {
+		return fsys.errno("unlink", name, err)
+	}
+	if e.Dir {
+		return syscall.EISDIR
+	}
+	d, err := fsys.database(ctx, n, name, e.ID)
+	if err != nil {
+		return fsys.errno("unlink", name, err)
+	}
+	if err := d.remove(ctx); err != nil {
+		return fsys.errno("unlink", name, err)
+	}
+	fsys.forgetDB(d)
+	n.RmChild(name)
+	return 0
+}
+
+func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("mkdir", &errno)
+	ctx = uninterruptible(ctx)
+	if fsys.opts.ReadOnly {
+		return nil, syscall.EROFS
+	}
+	if _, ok := isSide(name); ok {
+		return nil, syscall.EINVAL // the name of a side file: kvfs's own
+	}
+	a := creator(ctx, mode)
+	a.Mode = mode & 0o7777 // a directory keeps set-group-ID and sticky
+	e, err := fsys.opts.Pager.Mkdir(ctx, n.id, name, a)
+	if err != nil {
+		return nil, fsys.errno("mkdir", name, err)
+	}
+	child := n.dirChild(ctx, name, e.ID)
+	got, _ := child.attrs.get(ctx, fsys.opts.Pager, e.ID, fsys.opts.AttrTimeout)
+	out.Nlink = 2
+	fillAttrs(&out.Attr, syscall.S_IFDIR, got)
+	return child.EmbeddedInode(), 0
+}
+
+func (n *dirNode) Rmdir(ctx context.Context, name string) (errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("rmdir", &errno)
+	ctx = uninterruptible(ctx)
+	if fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	if err := fsys.opts.Pager.Rmdir(ctx, n.id, name); err != nil {
+		return fsys.errno("rmdir", name, err)
+	}
+	return 0
+}
+
+// Rename moves a database or a directory (pager.Rename: one etcd
+// transaction), also over an existing database, whose data goes with the
+// same transaction under its write lease, or over an empty directory.
+// Side files are this host's and are not renamed (EXDEV: mv copies), and
+// no database takes a side file's name (EINVAL).
+func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
+	fsys := n.fsys
+	defer fsys.recoverErrno("rename", &errno)
+	ctx = uninterruptible(ctx)
+	if fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	np, ok := newParent.EmbeddedInode().Operations().(*dirNode)
+	if !ok || flags&renameExchange != 0 {
+		return syscall.EINVAL
+	}
+	if _, side := isSide(name); side {
+		return syscall.EXDEV
+	}
+	if _, side := isSide(newName); side {
+		return syscall.EINVAL
+	}
+	p := fsys.opts.Pager
+	e, _, err := p.Lookup(ctx, n.id, name)
+	if err != nil {
+		return fsys.errno("rename", name, err)
+	}
+	target, _, terr := p.Lookup(ctx, np.id, newName)
+	if terr == nil && flags&renameNoReplace != 0 {
+		return syscall.EEXIST
+	}
+	rename := func(victim pager.Fence) error {
+		return p.Rename(ctx, n.id, name, np.id, newName, victim)
+	}
+	if terr == nil && !target.Dir && !e.Dir && target.ID != e.ID {
+		// Over a database: under its lease, as its unlink would be.
+		v, err := fsys.database(ctx, np, newName, target.ID)
+		if err == nil {
+			err = v.removeWith(ctx, rename)
+		}
+		if err != nil {
+			return fsys.errno("rename", name, err)
+		}
+		fsys.forgetDB(v)
+	} else if err := rename(nil); err != nil {
+		return fsys.errno("rename", name, err)
+	}
+	if !e.Dir {
+		fsys.mu.Lock()
+		if d := fsys.dbs[e.ID]; d != nil {
+			fsys.placeLocked(d, np, newName)
+		}
+		fsys.mu.Unlock()
+	}
+	return 0
+}
+
+// rename(2) flags (linux/fs.h).
+const (
+	renameNoReplace = 1 << 0
+	renameExchange  = 1 << 1
+)

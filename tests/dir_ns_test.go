@@ -1,0 +1,248 @@
+package tests
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
+	"github.com/kvfs/kvfs/fence"
+	"github.com/kvfs/kvfs/pager"
+)
+
+// TestDirectories: mkdir -p, databases in directories (the stock CLI, with
+// their journals beside them), ls -R and find list the tree, rmdir needs an
+// empty directory, and all of it is the same after a remount and on
+// another host.
+func TestDirectories(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	if out, err := exec.Command("mkdir", "-p", a.Path("tenant1/sub"), a.Path("tenant2")).CombinedOutput(); err != nil {
+		t.Fatalf("mkdir -p: %v %s", err, out)
+	}
+	mustSQL(t, a.Path("tenant1/sub/app.db"), "create table t(x); insert into t values (1);")
+	mustSQL(t, a.Path("tenant2/app.db"), "pragma journal_mode=wal; create table t(x); insert into t values (2);")
+	mustSQL(t, a.Path("top.db"), "create table t(x); insert into t values (3);")
+	want := []string{".", "./tenant1", "./tenant1/sub", "./tenant1/sub/app.db", "./tenant2", "./tenant2/app.db", "./top.db"}
+	find := func(dir string) []string {
+		cmd := exec.Command("find", ".")
+		cmd.Dir = dir
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("find: %v", err)
+		}
+		var got []string
+		for _, f := range strings.Fields(string(out)) {
+			if !strings.HasSuffix(f, "-shm") { // SQLite leaves a WAL database's -shm on the host
+				got = append(got, f)
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+	if got := find(a.Dir); !slices.Equal(got, want) {
+		t.Fatalf("find lists %q, want %q", got, want)
+	}
+	if out, err := exec.Command("ls", "-R", a.Dir).CombinedOutput(); err != nil || !strings.Contains(string(out), "sub:\napp.db") {
+		t.Fatalf("ls -R: %v %s", err, out)
+	}
+	if err := syscall.Rmdir(a.Path("tenant1")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir of a directory with a directory: %v, want ENOTEMPTY", err)
+	}
+	if err := syscall.Rmdir(a.Path("tenant1/sub")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir of a directory with a database: %v, want ENOTEMPTY", err)
+	}
+	if err := os.Mkdir(a.Path("tenant1"), 0o755); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("mkdir of an existing directory: %v", err)
+	}
+	if err := os.Mkdir(a.Path("top.db/x"), 0o755); !errors.Is(err, syscall.ENOTDIR) {
+		t.Fatalf("mkdir under a database: %v, want ENOTDIR", err)
+	}
+	if err := os.Mkdir(a.Path("empty"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if mode, _, _, _ := statOf(t, a.Path("empty")); mode != 0o750 {
+		t.Fatalf("new directory mode %#o", mode)
+	}
+	if err := syscall.Rmdir(a.Path("empty")); err != nil {
+		t.Fatal(err)
+	}
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	if got := find(b.Dir); !slices.Equal(got, want) {
+		t.Fatalf("the other host finds %q, want %q", got, want)
+	}
+	for p, v := range map[string]string{"tenant1/sub/app.db": "1", "tenant2/app.db": "2", "top.db": "3"} {
+		if out := mustSQL(t, b.Path(p), "select x from t;"); strings.TrimSpace(out) != v {
+			t.Fatalf("%s on the other host: %q", p, out)
+		}
+	}
+	if err := os.Remove(a.Path("tenant1/sub/app.db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Rmdir(a.Path("tenant1/sub")); err != nil {
+		t.Fatalf("rmdir once empty: %v", err)
+	}
+}
+
+// TestRenameDatabase: the "build new.db, then rename it over app.db"
+// pattern; renames within and across directories; every host sees the new
+// name; a reader of the replaced database on another host keeps reading
+// what it read; a side file is not renamed (EXDEV) and no database takes
+// a side file's name.
+func TestRenameDatabase(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	mustSQL(t, a.Path("app.db"), "create table t(v); insert into t values ('old');")
+	mustSQL(t, a.Path("new.db"), "create table t(v); insert into t values ('new');")
+	eventuallySQL(t, "B sees app.db", b.Path("app.db"), "select v from t;", "old\n")
+	reader := openConn(t, b.Path("app.db"), "_busy_timeout=5000")
+	tx, err := reader.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	if err := tx.QueryRow("select v from t").Scan(&v); err != nil || v != "old" {
+		t.Fatalf("reader: %q %v", v, err)
+	}
+	if err := os.Rename(a.Path("new.db"), a.Path("app.db")); err != nil {
+		t.Fatalf("rename over app.db: %v", err)
+	}
+	if out := mustSQL(t, a.Path("app.db"), "select v from t;"); out != "new\n" {
+		t.Fatalf("app.db after the rename: %q", out)
+	}
+	if _, err := os.Stat(a.Path("new.db")); !os.IsNotExist(err) {
+		t.Fatalf("new.db after the rename: %v", err)
+	}
+	if err := tx.QueryRow("select v from t").Scan(&v); err != nil || v != "old" {
+		t.Fatalf("the reader of the replaced database read %q, %v; want its snapshot", v, err)
+	}
+	tx.Rollback()
+	eventuallySQL(t, "B sees the new app.db", b.Path("app.db"), "select v from t;", "new\n")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(b.Path("new.db")); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("B still sees new.db")
+		}
+	}
+
+	// Across directories, and back.
+	if err := os.MkdirAll(a.Path("archive/2026"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(a.Path("app.db"), a.Path("archive/2026/app.db")); err != nil {
+		t.Fatal(err)
+	}
+	mustSQL(t, a.Path("archive/2026/app.db"), "insert into t values ('moved');")
+	if err := os.Rename(a.Path("archive"), a.Path("old")); err != nil {
+		t.Fatalf("rename of a directory: %v", err)
+	}
+	eventuallySQL(t, "B reads through the moved directory", b.Path("old/2026/app.db"), "select group_concat(v) from t;", "new,moved\n")
+	if err := os.Rename(a.Path("old"), a.Path("old/2026/loop")); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("a directory into itself: %v, want EINVAL", err)
+	}
+
+	// Side files and their names.
+	mustSQL(t, a.Path("p.db"), "pragma journal_mode=persist; create table t(x);")
+	if err := os.Rename(a.Path("p.db-journal"), a.Path("q.db-journal")); !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("rename of a journal: %v, want EXDEV", err)
+	}
+	if err := os.Rename(a.Path("p.db"), a.Path("x.db-journal")); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("a database renamed to a journal's name: %v, want EINVAL", err)
+	}
+	if got := a.databases(t); !slices.Equal(got, []string{"old/2026/app.db", "p.db"}) {
+		t.Fatalf("databases in etcd: %q", got)
+	}
+}
+
+// TestUpgradeFlatCatalog: a store written by a kvfs before directories
+// (databases in a flat catalog, keyed by name) mounts with every database
+// in the root, its data read where it was.
+func TestUpgradeFlatCatalog(t *testing.T) {
+	ctx := t.Context()
+	prefix := fmt.Sprintf("/e2e/%s-%d/", t.Name(), seq.Add(1))
+	store, err := etcdstore.Open(ctx, sharedEtcd.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	keys := etcdstore.NewKeys(prefix)
+	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	fm := fence.NewManager(store, keys, fence.Options{Owner: "old-kvfs", TTL: 3 * time.Second})
+	defer fm.Close(ctx)
+	names := []string{"legacy-0.db", "legacy \xff.db"}
+	for i, name := range names {
+		// The old kvfs's way: the flat catalog, and the pages of a database
+		// SQLite wrote.
+		if err := p.Create(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		src := filepath.Join(t.TempDir(), "src.db")
+		mustSQL(t, src, fmt.Sprintf("create table t(x); insert into t values (%d);", i))
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := p.Open(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lease, err := fm.AcquireWithHandoff(ctx, name, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Acquire(ctx, lease); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(data); off += 4096 {
+			if err := tx.WritePage(ctx, uint32(off/4096+1), data[off:off+4096]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		db.Release()
+		lease.Release(ctx)
+		db.Close()
+	}
+	m := mountKVFS(t, mountOpts{Prefix: prefix})
+	entries, err := os.ReadDir(m.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if want := slices.Sorted(slices.Values(names)); !slices.Equal(got, want) {
+		t.Fatalf("root after upgrade %q, want %q", got, want)
+	}
+	for i, name := range names {
+		if out := mustSQL(t, m.Path(name), "select x from t;"); strings.TrimSpace(out) != fmt.Sprint(i) {
+			t.Fatalf("%q after upgrade: %q", name, out)
+		}
+	}
+	mustSQL(t, m.Path(names[0]), "insert into t values (9);")
+	if err := os.Rename(m.Path(names[0]), m.Path("renamed.db")); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustSQL(t, m.Path("renamed.db"), "select group_concat(x) from t;"); out != "0,9\n" {
+		t.Fatalf("renamed legacy database: %q", out)
+	}
+}
