@@ -174,7 +174,7 @@ func (m *mount) Unmount() {
 	if !m.t.Failed() {
 		entries, _ := os.ReadDir(m.Dir)
 		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), ".db") {
+			if strings.HasSuffix(e.Name(), ".db") && e.Type().IsRegular() {
 				if out, err := runSQL(m.Path(e.Name()), "pragma integrity_check;"); err != nil || strings.TrimSpace(out) != "ok" {
 					m.t.Errorf("integrity_check %s at unmount: %q %v", e.Name(), out, err)
 				}
