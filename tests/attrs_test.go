@@ -77,6 +77,16 @@ func TestModesAndOwners(t *testing.T) {
 	}
 	eventuallyStat(t, "the other host's root", b.Dir, 0o1777, 0)
 
+	// A journal takes its database's mode and owner (SQLite sets them).
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	mustSQL(t, path, "pragma journal_mode=persist; insert into t values (3);")
+	if mode, uid, gid, _ := statOf(t, path+"-journal"); mode != 0o640 || uid != 65534 || gid != 65533 {
+		t.Fatalf("journal: mode %#o owner %d:%d, want the database's 0640 65534:65533", mode, uid, gid)
+	}
+	mustSQL(t, path, "pragma journal_mode=delete;")
+
 	// mtime is the commit's, the same on both hosts.
 	time.Sleep(1100 * time.Millisecond)
 	mustSQL(t, path, "insert into t values (2);")
@@ -100,7 +110,7 @@ func TestModesAndOwners(t *testing.T) {
 	}
 	a.Unmount()
 	a2 := mountKVFS(t, mountOpts{Prefix: a.Prefix})
-	if mode, uid, gid, _ := statOf(t, a2.Path("m.db")); mode != 0o755 || uid != 65534 || gid != 65533 {
+	if mode, uid, gid, _ := statOf(t, a2.Path("m.db")); mode != 0o640 || uid != 65534 || gid != 65533 {
 		t.Fatalf("after remount: mode %#o owner %d:%d", mode, uid, gid)
 	}
 	if mode, _, _, _ := statOf(t, a2.Dir); mode != 0o1777 {

@@ -64,6 +64,9 @@ func TestDirectories(t *testing.T) {
 	if err := os.Mkdir(a.Path("top.db/x"), 0o755); !errors.Is(err, syscall.ENOTDIR) {
 		t.Fatalf("mkdir under a database: %v, want ENOTDIR", err)
 	}
+	if err := syscall.Rmdir(a.Dir); !errors.Is(err, syscall.EBUSY) {
+		t.Fatalf("rmdir of the mount's root: %v, want EBUSY", err)
+	}
 	if err := os.Mkdir(a.Path("empty"), 0o750); err != nil {
 		t.Fatal(err)
 	}
