@@ -159,8 +159,11 @@ func (k Keys) Attrs(name string) string { return k.DB(name) + "attrs" }
 // RootAttrs is the key of the mount root directory's mode and owner.
 func (k Keys) RootAttrs() string { return k.prefix + "root" }
 
+// Namespace is the prefix of every directory's names.
+func (k Keys) Namespace() string { return k.prefix + "ns/" }
+
 // Entries is the prefix of directory dir's names: one range read lists it.
-func (k Keys) Entries(dir string) string { return k.prefix + "ns/" + dir + "/" }
+func (k Keys) Entries(dir string) string { return k.Namespace() + dir + "/" }
 
 // Entry is the key of name in directory dir.
 func (k Keys) Entry(dir, name string) string { return k.Entries(dir) + name }

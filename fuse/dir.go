@@ -131,7 +131,21 @@ func (n *dirNode) dirChild(ctx context.Context, name, id string) *dirNode {
 	}
 	dn := &dirNode{fsys: n.fsys, id: id}
 	n.NewInode(ctx, dn, fs.StableAttr{Mode: syscall.S_IFDIR})
+	n.fsys.mu.Lock()
+	n.fsys.dirs[id] = dn
+	n.fsys.mu.Unlock()
 	return dn
+}
+
+// nameChanged drops the kernel's cached entry of name in directory dir (if
+// this host looked dir up): the name changed in etcd (pager.WatchNames).
+func (fsys *FS) nameChanged(dir, name string) {
+	fsys.mu.Lock()
+	dn := fsys.dirs[dir]
+	fsys.mu.Unlock()
+	if dn != nil {
+		dn.NotifyEntry(name)
+	}
 }
 
 // database returns the node of database id, named base in directory dir,

@@ -160,9 +160,11 @@
 // transaction, under its write lease, as its unlink would. Open databases
 // are keyed by id (FS.dbs), and by where they are named (FS.byName), as
 // side files are (FS.sides): a journal lives beside its database, in the
-// same directory. Names another host changes reach this host's kernel when
-// its caches expire (EntryTimeout), as on NFS. A mount moves the flat
-// catalog of an older kvfs into the root first (pager.Upgrade).
+// same directory. Every mount follows the names in etcd
+// (pager.WatchNames) and drops the kernel's cached entry of each name that
+// changes, so another host's rename or removal shows at once, not when the
+// entry expires. A mount moves the flat catalog of an older kvfs into the
+// root first (pager.Upgrade).
 //
 // # Names, permissions and times
 //

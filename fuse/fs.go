@@ -107,12 +107,14 @@ type FS struct {
 	mntPaths []string
 
 	mu     sync.Mutex
+	dirs   map[string]*dirNode  // the directories looked up, by id
 	dbs    map[string]*dbNode   // by id
 	byName map[string]*dbNode   // by sideKey(directory id, name)
 	sides  map[string]*sideNode // by sideKey(directory id, name)
 
 	space     spaceCache
 	closing   atomic.Bool // Unmount started: no new lock agents
+	stopNames context.CancelFunc
 	agentPids sync.Map    // uint32 pid → true: helpers opening files for lock agents
 }
 
@@ -155,8 +157,9 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		log.Info("moved the databases of the flat catalog into the root directory", "databases", n)
 	}
 	// mnt is set before serving: lock agents open files through it.
-	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}}
+	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dirs: map[string]*dirNode{}, dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}}
 	fsys.root = &dirNode{fsys: fsys, id: pager.RootDir}
+	fsys.dirs[pager.RootDir] = fsys.root
 	mo := gofuse.MountOptions{
 		Name:          "kvfs",
 		FsName:        "kvfs",
@@ -196,6 +199,11 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	fsys.server = server
+	// Another host's mkdir, rmdir, rename or unlink drops this kernel's
+	// cached entry of that name at once, not when it expires.
+	nctx, stop := context.WithCancel(context.Background())
+	fsys.stopNames = stop
+	go opts.Pager.WatchNames(nctx, fsys.nameChanged)
 	return fsys, nil
 }
 
@@ -205,6 +213,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 func (fsys *FS) Unmount(ctx context.Context) error {
 	// The lock agents' own descriptions would keep the mount busy.
 	fsys.closing.Store(true)
+	fsys.stopNames()
 	// d.mu before fsys.mu, never the other way: a lock agent holds its
 	// database's mu when it looks up side files under fsys.mu.
 	var agents []*lockAgent

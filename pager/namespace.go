@@ -445,6 +445,31 @@ func (p *Pager) Walk(ctx context.Context, path string) ([]DatabasePath, error) {
 	return out, walk(e.ID, prefix)
 }
 
+// WatchNames calls fn with the directory and name of every name that is
+// created, changed (renamed over) or removed, by any host, from now until
+// ctx ends. After an etcd failure it watches again from then on: a change
+// missed meanwhile is not reported.
+func (p *Pager) WatchNames(ctx context.Context, fn func(dir, name string)) {
+	prefix := p.keys.Namespace()
+	for ctx.Err() == nil {
+		for b := range p.store.Watch(ctx, prefix, 0) {
+			if b.Err != nil {
+				p.log.Warn("watch directory names", "err", b.Err)
+				break
+			}
+			for _, ev := range b.Events {
+				if dir, name, ok := strings.Cut(ev.KV.Key[len(prefix):], "/"); ok {
+					fn(dir, name)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // forget marks the open database id removed: its handles fail.
 func (p *Pager) forget(id string) {
 	p.mu.Lock()

@@ -165,6 +165,42 @@ func TestRenameDatabase(t *testing.T) {
 	}
 }
 
+// TestRenameSeenAtOnce: another host's kernel, told to cache names for an
+// hour, sees a rename (and an rmdir) at once: kvfs follows the names in
+// etcd and drops the kernel's entries that changed.
+func TestRenameSeenAtOnce(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix, EntryTimeout: time.Hour})
+	mustSQL(t, a.Path("old.db"), "create table t(x);")
+	if err := os.Mkdir(a.Path("gone"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	eventuallySQL(t, "B sees old.db", b.Path("old.db"), "select count(*) from t;", "0\n")
+	if _, err := os.Stat(b.Path("new.db")); !os.IsNotExist(err) { // cached as absent
+		t.Fatalf("new.db before the rename: %v", err)
+	}
+	if _, err := os.Stat(b.Path("gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(a.Path("old.db"), a.Path("new.db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Rmdir(a.Path("gone")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, errOld := os.Stat(b.Path("old.db"))
+		_, errNew := os.Stat(b.Path("new.db"))
+		_, errGone := os.Stat(b.Path("gone"))
+		if os.IsNotExist(errOld) && errNew == nil && os.IsNotExist(errGone) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B after the rename: old.db %v, new.db %v, gone %v", errOld, errNew, errGone)
+		}
+	}
+}
+
 // TestUpgradeFlatCatalog: a store written by a kvfs before directories
 // (databases in a flat catalog, keyed by name) mounts with every database
 // in the root, its data read where it was.

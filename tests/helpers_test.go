@@ -67,7 +67,8 @@ type mountOpts struct {
 	NoPassthrough bool
 	JournalMemMax int64
 	AllowOther    bool
-	SpaceQuota    int64 // etcd quota statfs reports (default 2 GiB, etcd's)
+	SpaceQuota    int64         // etcd quota statfs reports (default 2 GiB, etcd's)
+	EntryTimeout  time.Duration // the kernel's cache time of names, present and absent (default 1 s)
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -121,7 +122,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 		used, err := store.BackendSize(ctx)
 		return o.SpaceQuota, used, err
 	}
-	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Space: space, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, AllowOther: o.AllowOther, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
+	fsys, err := kvfuse.Mount(dir, kvfuse.Options{Pager: p, Space: space, Fence: fm, SpoolDir: spool, HandoffWait: o.HandoffWait, ForwardLocks: o.ForwardLocks, NoPassthrough: o.NoPassthrough, JournalMemMax: o.JournalMemMax, ReadOnly: o.ReadOnly, AllowOther: o.AllowOther, EntryTimeout: o.EntryTimeout, NegativeTimeout: o.EntryTimeout, Debug: testing.Verbose() && os.Getenv("KVFS_FUSE_DEBUG") != "", Logger: testLogger(o.Owner)})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
