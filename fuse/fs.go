@@ -115,7 +115,7 @@ type FS struct {
 	space     spaceCache
 	closing   atomic.Bool // Unmount started: no new lock agents
 	stopNames context.CancelFunc
-	agentPids sync.Map    // uint32 pid → true: helpers opening files for lock agents
+	agentPids sync.Map // uint32 pid → true: helpers opening files for lock agents
 }
 
 // Mount mounts kvfs at mountpoint and serves it in the background until
