@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestFilesystemMatchesLocal runs, from a seed, random sequences of
@@ -21,11 +20,7 @@ import (
 // trees (names, kinds, modes) and the databases' contents must match.
 // Plain (non-SQLite) files are left out: kvfs refuses them (issue 19).
 func TestFilesystemMatchesLocal(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KVFS_FS_SEED"); s != "" {
-		fmt.Sscan(s, &seed)
-	}
-	t.Logf("seed %d (replay: KVFS_FS_SEED=%d go test -count=1 -run TestFilesystemMatchesLocal ./tests)", seed, seed)
+	seed := seedOf(t, "KVFS_FS_SEED")
 	rng := mrand.New(mrand.NewPCG(seed, 0x66736d))
 	m := mountKVFS(t, mountOpts{})
 	roots := []string{t.TempDir(), m.Dir} // local first

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -195,6 +196,22 @@ func (m *mount) Unmount() {
 // sqlHangAfter is how long runSQL lets the sqlite3 CLI run: far beyond
 // any statement of the tests, so only a hang reaches it.
 const sqlHangAfter = 3 * time.Minute
+
+// seedOf returns the seed of a randomised test: env's value when set (to
+// replay a run), else a new one, logged with how to replay it.
+func seedOf(t *testing.T, env string) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv(env); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", env, s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay: %s=%d go test -count=1 -run '^%s$' ./tests)", seed, env, seed, t.Name())
+	return seed
+}
 
 // runSQL runs sql through the stock sqlite3 CLI on path. A CLI still
 // running after sqlHangAfter is killed and reported, with where kvfs's

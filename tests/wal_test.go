@@ -368,11 +368,7 @@ func TestWALTwoHosts(t *testing.T) {
 // the other host's commit, before this host learns of it (see the README):
 // it must then leave nothing behind, and most writes must succeed.
 func TestWALRandomised(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KVFS_WAL_SEED"); s != "" {
-		fmt.Sscan(s, &seed)
-	}
-	t.Logf("seed %d (replay: KVFS_WAL_SEED=%d go test -count=1 -run TestWALRandomised ./tests)", seed, seed)
+	seed := seedOf(t, "KVFS_WAL_SEED")
 	rng := mrand.New(mrand.NewPCG(seed, 0x77616c))
 	a := mountKVFS(t, mountOpts{})
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
