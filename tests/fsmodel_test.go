@@ -14,11 +14,11 @@ import (
 )
 
 // TestFilesystemMatchesLocal runs, from a seed, random sequences of
-// database creations and writes (the stock CLI), mkdir, rmdir, unlink,
-// rename and chmod, on the mount and on a local directory side by side:
+// database creations and writes (the stock CLI, and a database copied over
+// a name as cp does), truncation, mkdir, rmdir, unlink, rename and chmod, on the mount and on a local directory side by side:
 // every operation must succeed or fail alike, with the same errno, and the
 // trees (names, kinds, modes) and the databases' contents must match.
-// Plain (non-SQLite) files are left out: kvfs refuses them (issue 19).
+// Plain (non-SQLite) contents are left out: kvfs refuses them (issue 19).
 func TestFilesystemMatchesLocal(t *testing.T) {
 	seed := seedOf(t, "KVFS_FS_SEED")
 	rng := mrand.New(mrand.NewPCG(seed, 0x66736d))
@@ -71,9 +71,24 @@ func TestFilesystemMatchesLocal(t *testing.T) {
 		}
 		outcomes[strings.Fields(op)[2]+" "+what]++
 	}
+	// A database a non-SQLite writer copies in (as cp does: truncate,
+	// write, close).
+	template := filepath.Join(t.TempDir(), "template.db")
+	mustSQL(t, template, "create table t(x); insert into t values (-1), (-2);")
+	image, err := os.ReadFile(template)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
 	for op := 0; op < 200; op++ {
-		switch k := rng.IntN(12); {
+		switch k := rng.IntN(14); {
+		case k >= 12:
+			p := randPath()
+			if k == 12 {
+				both(fmt.Sprintf("op %d: copy over %q", op, p), func(root string) error { return writeFile(filepath.Join(root, p), image) })
+			} else {
+				both(fmt.Sprintf("op %d: truncate %q", op, p), func(root string) error { return syscall.Truncate(filepath.Join(root, p), 0) })
+			}
 		case k < 3: // a database written by SQLite
 			p := randPath()
 			n++
@@ -113,6 +128,20 @@ func TestFilesystemMatchesLocal(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes: %v", outcomes)
+}
+
+// writeFile writes data to path as cp does (create or truncate, write,
+// close) and returns the first error's errno.
+func writeFile(path string, data []byte) error {
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, werr := syscall.Write(fd, data)
+	if cerr := syscall.Close(fd); werr == nil {
+		werr = cerr
+	}
+	return werr
 }
 
 // compareTrees fails unless the trees under roots hold the same names,
