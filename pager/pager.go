@@ -198,6 +198,12 @@ func (p *Pager) quota(db string) Quota {
 	return p.opts.Quota
 }
 
+// Create, CreateAs, List and Remove work on the flat catalog of kvfs before
+// directories (key schema 1), which Upgrade moves into the namespace: kvfs
+// itself now names databases with CreateIn, ReadDir, Unlink and Rename
+// (namespace.go); these remain for the tests that build such a store and
+// for databases opened by id.
+
 // Create creates an empty database (txid 0, no pages) with DefaultAttrs.
 // It returns ErrExists when it exists and an error matching
 // etcdstore.ErrInvalidName for a bad name.
