@@ -21,6 +21,7 @@ func lsCommand() command {
 // lsEntry is one line of `kvfs ls` (and one object of `kvfs ls --json`).
 type lsEntry struct {
 	Name       string `json:"name"`
+	ID         string `json:"id"` // etcd keys and write lease (kvfs_fence_* label)
 	SizeBytes  int64  `json:"size_bytes"`
 	PageSize   uint32 `json:"page_size"`
 	Pages      uint32 `json:"pages"`
@@ -70,7 +71,7 @@ Example:
 	entries := make([]lsEntry, 0, len(dbs))
 	for _, d := range dbs {
 		e := lsEntry{
-			Name: d.Name, SizeBytes: d.Head.Size(), PageSize: d.Head.PageSize, Pages: d.Head.Pages,
+			Name: d.Name, ID: d.ID, SizeBytes: d.Head.Size(), PageSize: d.Head.PageSize, Pages: d.Head.Pages,
 			TXID: d.Head.TXID, Generation: d.Head.Generation, UsedBytes: d.Usage,
 			QuotaBytes: cfg.QuotaFor(d.Name).MaxBytes,
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +22,11 @@ func TestPaths(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 4 || !strings.HasPrefix(lines[1], "tenant1/sub/app.db ") || !strings.HasPrefix(lines[2], "tenant2/app.db ") || !strings.HasPrefix(lines[3], "top.db ") {
 		t.Fatalf("ls: %q", out)
+	}
+	var entries []lsEntry
+	out, _ = s.kvfs(0, "ls", "--json", "tenant2")
+	if err := json.Unmarshal([]byte(out), &entries); err != nil || len(entries) != 1 || entries[0].Name != "tenant2/app.db" || entries[0].ID != s.id("tenant2/app.db") {
+		t.Fatalf("ls --json tenant2: %q %v", out, err)
 	}
 	if out, _ = s.kvfs(0, "ls", "tenant1/"); !strings.Contains(out, "tenant1/sub/app.db") || strings.Contains(out, "top.db") || strings.Contains(out, "tenant2") {
 		t.Fatalf("ls tenant1/: %q", out)
