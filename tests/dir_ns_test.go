@@ -52,6 +52,14 @@ func TestDirectories(t *testing.T) {
 	if out, err := exec.Command("ls", "-R", a.Dir).CombinedOutput(); err != nil || !strings.Contains(string(out), "sub:\napp.db") {
 		t.Fatalf("ls -R: %v %s", err, out)
 	}
+	// Quotas and metrics know an open database by its path.
+	paths := map[string]bool{}
+	for _, db := range a.Pager.Databases() {
+		paths[db.Path()] = true
+	}
+	if !paths["tenant1/sub/app.db"] || !paths["top.db"] {
+		t.Fatalf("open databases' paths: %v", paths)
+	}
 	if err := syscall.Rmdir(a.Path("tenant1")); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Fatalf("rmdir of a directory with a directory: %v, want ENOTEMPTY", err)
 	}

@@ -160,8 +160,9 @@ type QuotaConfig struct {
 	MaxBytes ByteSize `yaml:"max_bytes"`
 	// MaxPages limits each database's size in pages; 0 is unlimited.
 	MaxPages int64 `yaml:"max_pages"`
-	// Databases overrides the quota of the named databases. An entry
-	// replaces the default entirely: a field it does not set is unlimited.
+	// Databases overrides the quota of the named databases, by their paths
+	// in the mount (app.db, tenant1/app.db). An entry replaces the default
+	// entirely: a field it does not set is unlimited.
 	Databases map[string]QuotaLimits `yaml:"databases"`
 }
 
@@ -301,9 +302,11 @@ func (c Config) Validate() error {
 	if len(c.Etcd.Endpoints) == 0 && c.DataDir == "" {
 		return errors.New("need etcd.endpoints or data_dir")
 	}
-	for name := range c.Quota.Databases {
-		if err := etcdstore.ValidateName(name); err != nil {
-			return fmt.Errorf("quota.databases: %w", err)
+	for path := range c.Quota.Databases {
+		for _, name := range strings.Split(path, "/") {
+			if err := etcdstore.ValidateName(name); err != nil {
+				return fmt.Errorf("quota.databases: %q: %w", path, err)
+			}
 		}
 	}
 	switch c.Compaction.Defrag {

@@ -68,6 +68,7 @@ quota:
   databases:
     big.db: {max_bytes: 8GiB, max_pages: 1000}
     tiny.db: {max_pages: 10}
+    tenant1/app.db: {max_pages: 20}
 metrics_addr: 127.0.0.1:9100
 read_only: true
 log: {level: debug, format: json}
@@ -82,13 +83,14 @@ log: {level: debug, format: json}
 	want.Prefix, want.LeaseTTL = "/prod/", Duration(4*time.Second)
 	want.Cache = CacheConfig{PageBytes: 128 << 20, BlobBytes: 1e9, DirtyMemBytes: 4096}
 	want.Quota = QuotaConfig{MaxBytes: 1 << 30, Databases: map[string]QuotaLimits{
-		"big.db": {MaxBytes: 8 << 30, MaxPages: 1000}, "tiny.db": {MaxPages: 10}}}
+		"big.db": {MaxBytes: 8 << 30, MaxPages: 1000}, "tiny.db": {MaxPages: 10}, "tenant1/app.db": {MaxPages: 20}}}
 	want.MetricsAddr, want.ReadOnly, want.Log = "127.0.0.1:9100", true, LogConfig{"debug", "json"}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("parsed:\n%+v\nwant:\n%+v", cfg, want)
 	}
 	for db, q := range map[string]pager.Quota{
 		"big.db": {MaxBytes: 8 << 30, MaxPages: 1000}, "tiny.db": {MaxPages: 10}, "other.db": {MaxBytes: 1 << 30},
+		"tenant1/app.db": {MaxPages: 20},
 	} {
 		if got := cfg.QuotaFor(db); got != q {
 			t.Errorf("QuotaFor(%s) = %+v, want %+v", db, got, q)
@@ -104,7 +106,8 @@ func TestConfigErrors(t *testing.T) {
 		{"lease_ttl: 10\n", `line 1: time: missing unit in duration "10"`},
 		{"cache: {page_bytes: lots}\n", `bad size "lots"`},
 		{"log: {level: loud}\n", `log.level "loud"`},
-		{"quota: {databases: {a/b: {max_pages: 1}}}\n", `invalid database name`},
+		{"quota: {databases: {a//b: {max_pages: 1}}}\n", `invalid database name`},
+		{"quota: {databases: {/a: {max_pages: 1}}}\n", `invalid database name`},
 		{"etcd: {cert: c.pem}\n", "etcd.cert and etcd.key go together"},
 	} {
 		if _, err := ParseConfig(strings.NewReader(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
