@@ -181,8 +181,15 @@ func (fsys *FS) database(ctx context.Context, dir *dirNode, base, id string) (*d
 	return d, nil
 }
 
-// placeLocked records that d is named base in dir now.
+// placeLocked records that d is named base in dir now. While this host
+// has side files of d under its old name (a transaction or WAL mode here:
+// SQLite keeps using the files it opened), d keeps that name too, so that
+// they still find their database and it finds them.
 func (fsys *FS) placeLocked(d *dbNode, dir *dirNode, base string) {
+	if d.dir != nil && (d.dir != dir || d.base != base) && fsys.hasSidesLocked(d) {
+		fsys.byName[sideKey(dir.id, base)] = d
+		return
+	}
 	if d.dir != nil {
 		if k := sideKey(d.dir.id, d.base); fsys.byName[k] == d {
 			delete(fsys.byName, k)
@@ -191,6 +198,17 @@ func (fsys *FS) placeLocked(d *dbNode, dir *dirNode, base string) {
 	d.dir, d.base = dir, base
 	fsys.byName[sideKey(dir.id, base)] = d
 	d.db.SetPath(dir.pathOf(base))
+}
+
+// hasSidesLocked reports whether SQLite on this host is using side files
+// of d under its current name: a live journal (a transaction), or a -wal
+// (WAL connections; SQLite deletes it at the last close). A journal
+// PERSIST leaves behind, or a leftover -shm, does not count.
+func (fsys *FS) hasSidesLocked(d *dbNode) bool {
+	if j := d.sideLocked("-journal"); j != nil && j.live() {
+		return true
+	}
+	return d.sideLocked("-wal") != nil
 }
 
 // forgetDB drops d (removed) from the open databases and returns where it
@@ -403,8 +421,10 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) (errno syscall.Errno) 
 // Rename moves a database or a directory (pager.Rename: one etcd
 // transaction), also over an existing database, whose data goes with the
 // same transaction under its write lease, or over an empty directory.
-// Side files are this host's and are not renamed (EXDEV: mv copies), and
-// no database takes a side file's name (EINVAL).
+// Side files are this host's and are not renamed (EXDEV: mv copies), no
+// database takes a side file's name (EINVAL), and a database with side
+// files on this host (in a transaction, or in WAL mode) is not renamed
+// (EBUSY).
 func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("rename", &errno)
@@ -426,6 +446,11 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	e, _, err := p.Lookup(ctx, n.id, name)
 	if err != nil {
 		return fsys.errno("rename", name, err)
+	}
+	if !e.Dir && fsys.busyHere(e.ID) {
+		// SQLite here keeps using the journal or log it opened under the
+		// old name; kvfs would not find its commits under the new one.
+		return syscall.EBUSY
 	}
 	target, _, terr := p.Lookup(ctx, np.id, newName)
 	if terr == nil && flags&renameNoReplace != 0 {
@@ -455,6 +480,15 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		fsys.mu.Unlock()
 	}
 	return 0
+}
+
+// busyHere reports whether database id has side files on this host (a
+// transaction, or WAL mode).
+func (fsys *FS) busyHere(id string) bool {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	d := fsys.dbs[id]
+	return d != nil && !d.gone() && fsys.hasSidesLocked(d)
 }
 
 // rename(2) flags (linux/fs.h).

@@ -160,6 +160,35 @@ func TestRenameDatabase(t *testing.T) {
 		t.Fatalf("a directory into itself: %v, want EINVAL", err)
 	}
 
+	// A database SQLite uses in WAL mode on this host keeps its name until
+	// the last connection closes (SQLite keeps using its -wal).
+	mustSQL(t, a.Path("w.db"), "pragma journal_mode=wal; create table t(x);")
+	keeper, closeKeeper := openConnCloser(t, a.Path("w.db"), "_busy_timeout=5000")
+	execConn(t, keeper, "insert into t values (1)")
+	if err := os.Rename(a.Path("w.db"), a.Path("w2.db")); !errors.Is(err, syscall.EBUSY) {
+		t.Fatalf("rename of a database in WAL use: %v, want EBUSY", err)
+	}
+	closeKeeper()
+	eventuallyRename := func(from, to string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			err := os.Rename(a.Path(from), a.Path(to))
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+				t.Fatalf("rename %s once closed: %v", from, err)
+			}
+		}
+	}
+	eventuallyRename("w.db", "w2.db")
+	if out := mustSQL(t, a.Path("w2.db"), "select count(*) from t;"); out != "1\n" {
+		t.Fatalf("w2.db: %q", out)
+	}
+	if err := os.Remove(a.Path("w2.db")); err != nil {
+		t.Fatal(err)
+	}
+
 	// Side files and their names.
 	mustSQL(t, a.Path("p.db"), "pragma journal_mode=persist; create table t(x);")
 	if err := os.Rename(a.Path("p.db-journal"), a.Path("q.db-journal")); !errors.Is(err, syscall.EXDEV) {
