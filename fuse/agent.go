@@ -1,10 +1,10 @@
 package fuse
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,7 +78,16 @@ func (d *dbNode) startAgentLocked() {
 	a.done.Add(2)
 	go func() {
 		defer a.done.Done()
-		a.open()
+		// A rename here or on another host can leave the path naming
+		// another file, or none, for a moment: the kernel's stale entry
+		// goes when kvfs hears of the rename (WatchNames).
+		for wait := 10 * time.Millisecond; ; wait *= 2 {
+			a.open()
+			if a.err == nil || wait > 2*time.Second || ctx.Err() != nil || d.gone() || !renamedAway(a.err) {
+				break
+			}
+			time.Sleep(wait)
+		}
 		close(a.ready)
 		if a.err != nil {
 			d.fsys.log.Error("lock agent: open database", "db", d.name, "err", a.err)
@@ -95,10 +104,11 @@ func (d *dbNode) startAgentLocked() {
 
 func (a *lockAgent) open() {
 	path := filepath.Join(a.d.fsys.mnt, a.d.path())
-	if a.guard, a.err = a.d.fsys.openOwn(path); a.err != nil {
+	ino := a.d.StableAttr().Ino
+	if a.guard, a.err = a.d.fsys.openOwn(path, ino); a.err != nil {
 		return
 	}
-	if a.apply, a.err = a.d.fsys.openOwn(path); a.err != nil {
+	if a.apply, a.err = a.d.fsys.openOwn(path, ino); a.err != nil {
 		a.guard.Close()
 		a.guard = nil
 	}
@@ -110,8 +120,12 @@ func (a *lockAgent) open() {
 // on its own mount when kvfs is killed would never be answered, and the
 // process could never exit. The descriptions kvfs keeps are opened without
 // FLUSH on close (FOPEN_NOFLUSH) for the same reason.
-func (fsys *FS) openOwn(path string) (*os.File, error) {
-	cmd := exec.Command("/bin/sh", "-c", `read go && exec 3<>"$1" && echo ok && read done`, "kvfs-lock-agent", path)
+//
+// The helper reports the inode it opened: path may name another file by
+// then (a rename), and openOwn fails unless it is ino. A helper never
+// creates a file (dirNode.Create refuses it).
+func (fsys *FS) openOwn(path string, ino uint64) (*os.File, error) {
+	cmd := exec.Command("/bin/sh", "-c", `read go && exec 3<>"$1" && stat -L -c '%i ok' /dev/fd/3 && read done`, "kvfs-lock-agent", path)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -130,14 +144,18 @@ func (fsys *FS) openOwn(path string) (*os.File, error) {
 	defer fsys.agentPids.Delete(uint32(pid))
 	defer cmd.Wait()
 	defer stdin.Close()
-	line := make([]byte, 3)
 	if _, err := stdin.Write([]byte("go\n")); err != nil {
 		return nil, fmt.Errorf("open %s for kvfs's locks: %w", path, err)
 	}
-	if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "ok\n" {
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	var got uint64
+	if _, serr := fmt.Sscanf(line, "%d ok\n", &got); err != nil || serr != nil {
 		stdin.Close()
 		cmd.Wait()
 		return nil, fmt.Errorf("open %s for kvfs's locks: %s", path, strings.TrimSpace(stderr.String()))
+	}
+	if got != ino {
+		return nil, fmt.Errorf("open %s for kvfs's locks: inode %d there, not %d: %w", path, got, ino, errRenamed)
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
@@ -149,6 +167,16 @@ func (fsys *FS) openOwn(path string) (*os.File, error) {
 		return nil, fmt.Errorf("open %s for kvfs's locks: pidfd_getfd: %w", path, err)
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// errRenamed: a file kvfs opens for itself by path was renamed meanwhile.
+var errRenamed = errors.New("renamed while kvfs opened it")
+
+// renamedAway reports whether openOwn failed because its path names another
+// file, or none (the helper's shell says so in its own words).
+func renamedAway(err error) bool {
+	msg := err.Error()
+	return errors.Is(err, errRenamed) || strings.Contains(msg, "No such file") || strings.Contains(msg, "nonexistent")
 }
 
 // isAgentOpen reports whether pid is a helper opening a file for kvfs's
@@ -432,7 +460,10 @@ const applyBackoff = 150 * time.Millisecond
 // and EXCLUSIVE, and drops the kernel's cached pages (applyViews). It
 // returns 0 once applied, else when to try again.
 func (a *lockAgent) applyRemote(ctx context.Context) time.Duration {
-	group := a.d.group()
+	group, ok := a.d.group()
+	if !ok {
+		return 2 * time.Millisecond
+	}
 	if len(group) < 2 {
 		group = []*dbNode{a.d}
 	}

@@ -280,6 +280,9 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if fsys.opts.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
 	}
+	if c, ok := gofuse.FromContext(ctx); ok && fsys.isAgentOpen(c.Pid) {
+		return nil, nil, 0, syscall.ENOENT // a lock agent's file was renamed away (openOwn)
+	}
 	if _, ok := isSide(name); ok {
 		if err := etcdstore.ValidateName(name); err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)

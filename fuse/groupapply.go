@@ -19,19 +19,25 @@ import (
 // it reads, sees the commit in one database and not in another.
 
 // group returns the open databases of this host in the group of d's
-// latest head (d included, in name order), or nil for a commit of one
+// latest head (d included, in id order), or nil for a commit of one
 // database. Databases in WAL mode, or without a lock agent or a read view
-// here, apply on their own.
-func (d *dbNode) group() []*dbNode {
+// here, apply on their own. ok is false while a member's lock agent is
+// still opening its files: the group must wait for it, not leave it out
+// (a reader of that member would see it behind the others).
+func (d *dbNode) group() (group []*dbNode, ok bool) {
 	names := d.db.Head().GroupNames()
 	if len(names) < 2 {
-		return nil
+		return nil, true
 	}
-	var group []*dbNode
 	d.fsys.mu.Lock()
 	for _, name := range names {
-		if m := d.fsys.dbs[name]; m == d || (m != nil && m.agent != nil && m.agent.isReady()) {
+		m := d.fsys.dbs[name]
+		switch {
+		case m == d || (m != nil && m.agent != nil && m.agent.isReady()):
 			group = append(group, m)
+		case m != nil && m.agent != nil:
+			d.fsys.mu.Unlock()
+			return nil, false
 		}
 	}
 	d.fsys.mu.Unlock()
@@ -43,7 +49,7 @@ func (d *dbNode) group() []*dbNode {
 		defer m.mu.Unlock()
 		return m.view == nil || m.ovl != nil
 	})
-	return group
+	return group, true
 }
 
 // applyResult says how applyViews ended.

@@ -52,7 +52,7 @@ func (a *lockAgent) syncSHM(s *sideNode) {
 	if s == nil {
 		return
 	}
-	f, err := a.d.fsys.openOwn(filepath.Join(a.d.fsys.mnt, s.path()))
+	f, err := a.d.fsys.openOwn(filepath.Join(a.d.fsys.mnt, s.path()), s.StableAttr().Ino)
 	if err != nil {
 		a.d.fsys.log.Warn("lock agent: open -shm", "db", a.d.name, "err", err)
 		return
