@@ -70,6 +70,7 @@ func runConformance(t *testing.T, h harness) {
 		{"RangePaging", testRangePaging},
 		{"WatchOrder", testWatchOrder},
 		{"Status", testStatus},
+		{"Stats", testStats},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -698,4 +699,28 @@ func TestConformanceInProcess(t *testing.T) {
 		cfg.InProcess = e
 		return server{cfg: cfg, stop: func() { e.Close() }}
 	}})
+}
+
+// testStats checks that Stats counts each request once: a get, every page
+// of a range, a transaction, a read-only transaction.
+func testStats(t *testing.T, s *Store, p string) {
+	ctx := ctxT(t)
+	var ops []Op
+	for i := range 100 {
+		ops = append(ops, OpPut(fmt.Sprintf("%s%04d", p, i), []byte("v")))
+	}
+	before := s.Stats()
+	mustTxn(t, s, nil, ops...)
+	mustGet(t, s, p+"0000", 0)
+	if _, err := s.Range(ctx, p, RangeOptions{PageSize: 30}, func(*KeyValue) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMany(ctx, []string{p + "0001", p + "0002"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Stats()
+	// 1 get + 4 pages of 30 (the last one short) reads; 1 write txn + 1 read-only txn.
+	if d := (Stats{Reads: got.Reads - before.Reads, Txns: got.Txns - before.Txns, Writes: got.Writes - before.Writes}); d != (Stats{Reads: 5, Txns: 2}) {
+		t.Fatalf("requests counted: %+v, want 5 reads and 2 txns", d)
+	}
 }

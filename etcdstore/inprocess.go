@@ -17,7 +17,8 @@ import (
 // Defragment dereferences nil).
 func openInProcess(ctx context.Context, cfg Config, maint *clientv3.Client) (*Store, error) {
 	cli := v3client.New(cfg.InProcess.etcd.Server)
-	s := &Store{cli: cli, maint: maint, endpoints: maint.Endpoints(), limits: cfg.Limits, timeout: cfg.RequestTimeout}
+	s := &Store{cli: cli, maint: maint, endpoints: maint.Endpoints(), limits: cfg.Limits, timeout: cfg.RequestTimeout, counts: &requestCounts{}}
+	countRequests(cli, s.counts)
 	if err := s.ping(ctx, cfg.DialTimeout); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open etcd %v in-process: %w", cfg.Endpoints, err)

@@ -56,6 +56,7 @@ type Store struct {
 	endpoints []string
 	limits    Limits
 	timeout   time.Duration
+	counts    *requestCounts // Stats
 }
 
 // Open connects to etcd and checks, within cfg.DialTimeout, that at least
@@ -108,7 +109,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.InProcess != nil {
 		return openInProcess(ctx, cfg, cli)
 	}
-	s := &Store{cli: cli, maint: cli, endpoints: cli.Endpoints(), limits: cfg.Limits, timeout: cfg.RequestTimeout}
+	s := &Store{cli: cli, maint: cli, endpoints: cli.Endpoints(), limits: cfg.Limits, timeout: cfg.RequestTimeout, counts: &requestCounts{}}
+	countRequests(cli, s.counts)
 	if err := s.ping(ctx, cfg.DialTimeout); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("open etcd %v: %w", cfg.Endpoints, err)

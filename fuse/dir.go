@@ -138,13 +138,18 @@ func (n *dirNode) dirChild(ctx context.Context, name, id string) *dirNode {
 }
 
 // nameChanged drops the kernel's cached entry of name in directory dir (if
-// this host looked dir up): the name changed in etcd (pager.WatchNames).
+// this host looked dir up) and its cached listing of dir: the name changed
+// in etcd (pager.WatchNames). The kernel keeps a directory's listing
+// across opens (it does for every directory of a file system without
+// OPENDIR) until the directory's inode is invalidated; its own creates,
+// unlinks and renames through this mount update it.
 func (fsys *FS) nameChanged(dir, name string) {
 	fsys.mu.Lock()
 	dn := fsys.dirs[dir]
 	fsys.mu.Unlock()
 	if dn != nil {
 		dn.NotifyEntry(name)
+		dn.NotifyContent(0, 0)
 	}
 }
 

@@ -170,6 +170,10 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		EnableLocks:   opts.ForwardLocks,
 		MaxWrite:      1 << 20,
 		MaxBackground: 64,
+		// READDIRPLUS would look up every name listed, opening each
+		// database (its head, attributes and watch): a listing of 10,000
+		// databases would cost 10,000 etcd reads instead of one.
+		DisableReadDirPlus: true,
 		// kvfs invalidates the kernel's cache itself (NotifyContent) when
 		// another host's commit is applied or a transaction fails;
 		// automatic invalidation would drop the writer's cache at every
@@ -190,7 +194,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 	})
-	server, err := gofuse.NewServer(noOpendirFS{raw}, mountpoint, &mo)
+	server, err := gofuse.NewServer(newNoOpendirFS(raw), mountpoint, &mo)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}

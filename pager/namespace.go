@@ -95,12 +95,16 @@ func (p *Pager) Lookup(ctx context.Context, dir, name string) (Entry, int64, err
 	return e, kv.ModRevision, err
 }
 
+// readDirPage is how many names ReadDir fetches per etcd request: 10,000
+// entries are about 1 MiB.
+const readDirPage = 10_000
+
 // ReadDir returns the names of directory dir in byte order, with one range
-// read however many there are.
+// read for up to readDirPage of them.
 func (p *Pager) ReadDir(ctx context.Context, dir string) ([]DirEntry, error) {
 	prefix := p.keys.Entries(dir)
 	var out []DirEntry
-	_, err := p.store.Range(ctx, prefix, etcdstore.RangeOptions{}, func(kv *etcdstore.KeyValue) error {
+	_, err := p.store.Range(ctx, prefix, etcdstore.RangeOptions{PageSize: readDirPage}, func(kv *etcdstore.KeyValue) error {
 		e, err := parseEntry(kv.Value)
 		if err != nil {
 			return err

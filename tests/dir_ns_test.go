@@ -203,8 +203,9 @@ func TestRenameDatabase(t *testing.T) {
 }
 
 // TestRenameSeenAtOnce: another host's kernel, told to cache names for an
-// hour, sees a rename (and an rmdir) at once: kvfs follows the names in
-// etcd and drops the kernel's entries that changed.
+// hour, sees a rename (and an rmdir) at once, in lookups and in listings
+// (which the kernel caches too): kvfs follows the names in etcd and drops
+// the kernel's entries and listings that changed.
 func TestRenameSeenAtOnce(t *testing.T) {
 	a := mountKVFS(t, mountOpts{})
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix, EntryTimeout: time.Hour})
@@ -219,6 +220,20 @@ func TestRenameSeenAtOnce(t *testing.T) {
 	if _, err := os.Stat(b.Path("gone")); err != nil {
 		t.Fatal(err)
 	}
+	list := func(m *mount) string {
+		ents, err := os.ReadDir(m.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, " ")
+	}
+	if got := list(b); got != "gone old.db" {
+		t.Fatalf("B lists %q before the rename, want %q", got, "gone old.db")
+	}
 	if err := os.Rename(a.Path("old.db"), a.Path("new.db")); err != nil {
 		t.Fatal(err)
 	}
@@ -229,11 +244,23 @@ func TestRenameSeenAtOnce(t *testing.T) {
 		_, errOld := os.Stat(b.Path("old.db"))
 		_, errNew := os.Stat(b.Path("new.db"))
 		_, errGone := os.Stat(b.Path("gone"))
-		if os.IsNotExist(errOld) && errNew == nil && os.IsNotExist(errGone) {
+		listed := list(b)
+		if os.IsNotExist(errOld) && errNew == nil && os.IsNotExist(errGone) && listed == "new.db" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("B after the rename: old.db %v, new.db %v, gone %v", errOld, errNew, errGone)
+			t.Fatalf("B after the rename: old.db %v, new.db %v, gone %v, lists %q", errOld, errNew, errGone, listed)
+		}
+	}
+	// A database A creates joins B's listing.
+	mustSQL(t, a.Path("more.db"), "create table t(x);")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		listed := list(b)
+		if listed == "more.db new.db" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B lists %q after A created more.db", listed)
 		}
 	}
 }
@@ -320,5 +347,81 @@ func TestUpgradeFlatCatalog(t *testing.T) {
 	}
 	if out := mustSQL(t, m.Path("renamed.db"), "select group_concat(x) from t;"); out != "0,9\n" {
 		t.Fatalf("renamed legacy database: %q", out)
+	}
+}
+
+// TestListLargeDirectory: ls of a directory of 10,000 databases lists
+// every name and costs one etcd range read of the directory (the kernel
+// reads it in many READDIRs, which continue one listing), not one read
+// per database or per READDIR.
+func TestListLargeDirectory(t *testing.T) {
+	const n = 10_000
+	a := mountKVFS(t, mountOpts{})
+	ctx := t.Context()
+	dir, err := a.Pager.MkdirAll(ctx, "big", pager.Attrs{Mode: 0o755})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("tenant-%05d.db", i)
+	}
+	errs := make(chan error, 8)
+	for w := range 8 {
+		go func() {
+			var err error
+			for i := w; i < n && err == nil; i += 8 {
+				_, err = a.Pager.CreateIn(ctx, dir, want[i], pager.Attrs{Mode: 0o644})
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatalf("create: %v", err)
+		}
+	}
+	for round := range 2 { // the second ls finds the directory looked up already
+		before := a.Store.Stats()
+		out, err := exec.Command("ls", "-1", "--color=never", a.Path("big")).Output()
+		if err != nil {
+			t.Fatalf("ls: %v", err)
+		}
+		after := a.Store.Stats()
+		if got := strings.Fields(string(out)); !slices.Equal(got, want) {
+			t.Fatalf("ls lists %d names (first %q), want %d", len(got), got[:min(3, len(got))], n)
+		}
+		reads, txns := after.Reads-before.Reads, after.Txns-before.Txns
+		t.Logf("ls %d: %d names, %d etcd reads, %d transactions", round, n, reads, txns)
+		// The range read, and at most the lookup of the directory and the
+		// attributes of it and of the root.
+		if reads > 4 || txns > 0 {
+			t.Fatalf("ls of %d databases cost %d etcd reads and %d transactions, want one range read (and the directory's lookup)", n, reads, txns)
+		}
+	}
+}
+
+// TestAutocommitCostsOneTxn: on a host holding the write lease, an
+// autocommit insert through the stock CLI costs one etcd transaction and
+// no etcd read (the page index and head are this host's; SQLite's reads
+// come from the kernel's and kvfs's caches).
+func TestAutocommitCostsOneTxn(t *testing.T) {
+	const n = 200
+	a := mountKVFS(t, mountOpts{})
+	path := a.Path("ac.db")
+	mustSQL(t, path, "create table t(x); insert into t values (0);")
+	var script strings.Builder
+	for i := range n {
+		fmt.Fprintf(&script, "insert into t values (%d);\n", i+1)
+	}
+	before := a.Store.Stats()
+	mustSQL(t, path, script.String())
+	after := a.Store.Stats()
+	reads, txns := after.Reads-before.Reads, after.Txns-before.Txns
+	t.Logf("%d autocommit inserts: %d etcd transactions, %d reads, %d single writes", n, txns, reads, after.Writes-before.Writes)
+	// A few more than n: the lease may be renewed or released and taken
+	// again while the CLI runs (fence), but never one per insert.
+	if txns < n || txns > n+n/10 || reads > n/10 {
+		t.Fatalf("%d autocommit inserts cost %d etcd transactions and %d reads, want about %d and none", n, txns, reads, n)
 	}
 }
