@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,10 +15,12 @@ import (
 )
 
 // TestFilesystemMatchesLocal runs, from a seed, random sequences of
-// database creations and writes (the stock CLI, and a database copied over
-// a name as cp does), truncation, mkdir, rmdir, unlink, rename and chmod, on the mount and on a local directory side by side:
-// every operation must succeed or fail alike, with the same errno, and the
-// trees (names, kinds, modes) and the databases' contents must match.
+// database creations and writes (the stock CLI, a database copied over a
+// name as cp does, and bytes written in place at any offset past the header
+// by a non-SQLite writer), truncation, mkdir, rmdir, unlink, rename and
+// chmod, on the mount and on a local directory side by side: every
+// operation must succeed or fail alike, with the same errno, and the trees
+// (names, kinds, modes) and the databases' rows and bytes must match.
 // Plain (non-SQLite) contents are left out: kvfs refuses them (issue 19).
 func TestFilesystemMatchesLocal(t *testing.T) {
 	seed := seedOf(t, "KVFS_FS_SEED")
@@ -81,7 +84,18 @@ func TestFilesystemMatchesLocal(t *testing.T) {
 	}
 	n := 0
 	for op := 0; op < 200; op++ {
-		switch k := rng.IntN(14); {
+		switch k := rng.IntN(15); {
+		case k == 14:
+			// A non-SQLite writer overwrites bytes in place, past the
+			// header (kvfs keeps only valid SQLite files until issue 19).
+			p, data := randPath(), make([]byte, 1+rng.IntN(3000))
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			frac := rng.Float64()
+			both(fmt.Sprintf("op %d: pwrite %d bytes into %q", op, len(data), p), func(root string) error {
+				return pwriteInside(filepath.Join(root, p), data, frac)
+			})
 		case k >= 12:
 			p := randPath()
 			if k == 12 {
@@ -130,6 +144,28 @@ func TestFilesystemMatchesLocal(t *testing.T) {
 	t.Logf("outcomes: %v", outcomes)
 }
 
+// pwriteInside writes data into the existing file path at a place frac
+// of the way between byte 100 (after SQLite's header) and the end, cut to
+// fit, without changing the file's size; a file of at most 100 bytes is
+// left alone. It returns the first error's errno.
+func pwriteInside(path string, data []byte, frac float64) error {
+	fd, err := syscall.Open(path, syscall.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	var st syscall.Stat_t
+	werr := syscall.Fstat(fd, &st)
+	if room := st.Size - 100; werr == nil && room > 0 {
+		data = data[:min(int64(len(data)), room)]
+		off := 100 + int64(frac*float64(room-int64(len(data))))
+		_, werr = syscall.Pwrite(fd, data, off)
+	}
+	if cerr := syscall.Close(fd); werr == nil {
+		werr = cerr
+	}
+	return werr
+}
+
 // writeFile writes data to path as cp does (create or truncate, write,
 // close) and returns the first error's errno.
 func writeFile(path string, data []byte) error {
@@ -168,7 +204,11 @@ func compareTrees(t *testing.T, when string, roots []string) {
 				if err != nil {
 					out = "unreadable"
 				}
-				entry += " " + strings.TrimSpace(out)
+				data, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				entry += fmt.Sprintf(" %s %d bytes, sha256 %x", strings.TrimSpace(out), len(data), sha256.Sum256(data))
 			}
 			trees[i] = append(trees[i], entry)
 			return nil
