@@ -129,7 +129,7 @@ func CommitAll(ctx context.Context, txs ...*Tx) ([]CommitInfo, error) {
 	var err error
 	for i, tx := range txs {
 		var pc *pending
-		if pc, infos[i], err = tx.prepare(); err != nil {
+		if pc, infos[i], err = tx.prepare(ctx); err != nil {
 			errAt = tx
 			break
 		}
@@ -199,7 +199,7 @@ func (pc *pending) close() {
 }
 
 func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
-	pc, info, err := tx.prepare()
+	pc, info, err := tx.prepare(ctx)
 	if err != nil || pc == nil {
 		return info, err
 	}
@@ -213,7 +213,7 @@ func (tx *Tx) commitLocked(ctx context.Context) (CommitInfo, error) {
 // prepare checks the transaction against the quota, encodes its delta and
 // returns it ready to send; nil when there is nothing to commit (info then
 // is the unchanged head).
-func (tx *Tx) prepare() (*pending, CommitInfo, error) {
+func (tx *Tx) prepare(ctx context.Context) (*pending, CommitInfo, error) {
 	db, keys := tx.db, tx.db.p.keys
 	if tx.pageSize == 0 {
 		// Nothing written since the file was empty.
@@ -223,10 +223,11 @@ func (tx *Tx) prepare() (*pending, CommitInfo, error) {
 		tx.pageSize = tx.base.PageSize
 	}
 	ps := int64(tx.pageSize)
-	if tx.size%ps != 0 {
-		return nil, CommitInfo{}, fmt.Errorf("file size %d is not a whole number of %d-byte pages: %w", tx.size, ps, ErrInvalidWrite)
+	plain, err := tx.plainLocked(ctx)
+	if err != nil {
+		return nil, CommitInfo{}, err
 	}
-	pages := uint32(tx.size / ps)
+	pages := uint32((tx.size + ps - 1) / ps)
 	// Pages exposed by growth and not written read as zeros; store them so
 	// that no older copy above a past shrink can come back.
 	var zero []byte
@@ -243,13 +244,16 @@ func (tx *Tx) prepare() (*pending, CommitInfo, error) {
 		}
 	}
 	pgnos := tx.dirty.pgnos()
-	if len(pgnos) == 0 && pages == tx.base.Pages {
+	if len(pgnos) == 0 && pages == tx.base.Pages && tx.size == tx.base.Size() && plain == tx.base.Plain {
 		return nil, CommitInfo{Head: tx.base}, nil
 	}
 	txid := tx.base.TXID + 1
 	head := Head{
 		TXID: txid, Generation: tx.fence.Generation(), PageSize: tx.pageSize, Pages: pages,
 		UsedBytes: tx.base.UsedBytes, Timestamp: now().UnixMilli(),
+	}
+	if plain {
+		head.Plain, head.Bytes = true, tx.size
 	}
 
 	// Encode the delta: in memory while the dirty pages are (a second copy

@@ -38,10 +38,14 @@ var (
 	// database over its quota; nothing landed. The error is a *QuotaError.
 	ErrQuotaExceeded = errors.New("database quota exceeded")
 
-	// ErrInvalidWrite is returned for a write kvfs cannot accept: negative
-	// offset, a first write that is not a SQLite header, a page size
-	// change, a truncate to a size that is not a whole number of pages.
+	// ErrInvalidWrite is returned for a write kvfs cannot accept: a
+	// negative offset or size, or a SQLite header that changes a database's
+	// page size.
 	ErrInvalidWrite = errors.New("invalid write")
+
+	// ErrFileTooLarge is returned when a write or truncate would take a
+	// plain file past Options.PlainMaxBytes; nothing changed.
+	ErrFileTooLarge = errors.New("plain file too large")
 
 	// ErrCorrupt is returned when stored data does not decode or a page
 	// that must exist has no stored copy.

@@ -32,6 +32,13 @@ type Head struct {
 	// cannot hold bytes that are not UTF-8) and joined by '/'; heads of
 	// kvfs before names could hold any byte joined them unescaped by '\n'.
 	Group string `json:"group,omitempty"`
+	// Plain marks a plain file: its bytes are not a SQLite database (or not
+	// one kvfs can treat as such: a size that is not a whole number of
+	// pages, a page 1 without SQLite's header for the page size). Its size
+	// is Bytes; its last page is used only up to there.
+	Plain bool `json:"plain,omitempty"`
+	// Bytes is a plain file's size in bytes.
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 // groupOf returns Head.Group for the databases names, in name order.
@@ -61,8 +68,13 @@ func (h Head) GroupNames() []string {
 	return names
 }
 
-// Size returns the database size in bytes.
-func (h Head) Size() int64 { return int64(h.Pages) * int64(h.PageSize) }
+// Size returns the file's size in bytes.
+func (h Head) Size() int64 {
+	if h.Plain {
+		return h.Bytes
+	}
+	return int64(h.Pages) * int64(h.PageSize)
+}
 
 func (h Head) marshal() []byte { return marshalJSON(h) }
 

@@ -49,6 +49,12 @@ type Quota struct {
 	MaxPages int64
 }
 
+// DefaultPlainMaxBytes is Options.PlainMaxBytes's default, 64 MiB.
+const DefaultPlainMaxBytes = 64 << 20
+
+// PlainPageSize is the page size of a plain file written from empty.
+const PlainPageSize = 4096
+
 // Options configure a Pager.
 type Options struct {
 	// Store is the etcd connection (an *etcdstore.Store). Required.
@@ -64,6 +70,9 @@ type Options struct {
 	DirtyMemBytes int64
 	// SpoolDir holds spool files of large transactions (default os.TempDir()).
 	SpoolDir string
+	// PlainMaxBytes bounds the size of a plain (non-SQLite) file (default
+	// DefaultPlainMaxBytes); databases are bounded by their quota only.
+	PlainMaxBytes int64
 	// Quota applies to every database unless QuotaFor overrides it.
 	Quota Quota
 	// QuotaFor returns the quota of the database at path (Database.Path);
@@ -150,6 +159,9 @@ func New(opts Options) (*Pager, error) {
 	}
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
+	}
+	if opts.PlainMaxBytes <= 0 {
+		opts.PlainMaxBytes = DefaultPlainMaxBytes
 	}
 	if opts.ResolveTimeout <= 0 {
 		opts.ResolveTimeout = 30 * time.Second

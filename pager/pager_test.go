@@ -54,18 +54,14 @@ func TestCreateOpenList(t *testing.T) {
 	}
 }
 
-func TestFirstWriteMustBeSQLiteHeader(t *testing.T) {
+// TestFirstWriteSetsPageSize: the first write of an empty file that is not
+// a SQLite header at offset 0 (text, a header elsewhere, a header with an
+// invalid page size) makes a plain file of PlainPageSize pages; a header
+// sets the database's page size, which a later header may not change.
+func TestFirstWriteSetsPageSize(t *testing.T) {
 	e := newEnv(t, Options{})
 	ctx := ctxT(t)
 	db, _ := e.create("x.db")
-	tx, err := db.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := db.Begin(ctx); !errors.Is(err, ErrTxOpen) {
-		t.Fatalf("second begin: %v", err)
-	}
 	for _, c := range []struct {
 		p   []byte
 		off int64
@@ -74,12 +70,22 @@ func TestFirstWriteMustBeSQLiteHeader(t *testing.T) {
 		{sqlitePage1(4096, 0), 4096},
 		{append([]byte("SQLite format 3\x00"), make([]byte, 100)...), 0}, // page size 0
 	} {
-		if _, err := tx.WriteAt(ctx, c.p, c.off); !errors.Is(err, ErrInvalidWrite) {
-			t.Fatalf("write %q at %d: %v, want ErrInvalidWrite", c.p[:16], c.off, err)
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if _, err := tx.WriteAt(ctx, c.p, c.off); err != nil || tx.PageSize() != PlainPageSize || tx.Size() != c.off+int64(len(c.p)) {
+			t.Fatalf("write %q at %d: %v, page size %d, size %d; want a plain file", c.p[:16], c.off, err, tx.PageSize(), tx.Size())
+		}
+		tx.Rollback()
 	}
-	if tx.Size() != 0 || tx.DirtyPages() != 0 {
-		t.Fatalf("refused writes left size %d, %d pages", tx.Size(), tx.DirtyPages())
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := db.Begin(ctx); !errors.Is(err, ErrTxOpen) {
+		t.Fatalf("second begin: %v", err)
 	}
 	// A 64 KiB page size is stored as 1 in the header.
 	if _, err := tx.WriteAt(ctx, sqlitePage1(65536, 0), 0); err != nil {
@@ -183,19 +189,142 @@ func TestPartialPageWriteIsReadModifyWrite(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("read-modify-write result differs")
 	}
-	// A size that is not a whole number of pages cannot commit.
+	// A size that is not a whole number of pages makes the file plain,
+	// byte for byte; a truncate back to whole pages with SQLite's page 1
+	// makes it a database again.
 	tx, _ = db.Begin(ctx)
 	tx.WriteAt(ctx, []byte("tail"), 4096)
-	if _, err := tx.Commit(ctx); !errors.Is(err, ErrInvalidWrite) {
-		t.Fatalf("commit ragged size: %v", err)
+	info, err := tx.Commit(ctx)
+	if err != nil || !info.Head.Plain || info.Head.Size() != 4100 || info.Head.Pages != 5 {
+		t.Fatalf("commit ragged size: %+v %v, want a plain file of 4100 bytes", info.Head, err)
 	}
-	if db.Head().TXID != 2 {
-		t.Fatalf("failed commit moved the head: %+v", db.Head())
+	got = make([]byte, 8192)
+	if n, err := readLatest(t, db, got, 0); n != 4100 || err != io.EOF || !bytes.Equal(got[:4096], want) || string(got[4096:4100]) != "tail" {
+		t.Fatalf("read the plain file: %d %v", n, err)
 	}
 	tx, _ = db.Begin(ctx)
-	defer tx.Rollback()
-	if err := tx.Truncate(ctx, 1000); !errors.Is(err, ErrInvalidWrite) {
-		t.Fatalf("ragged truncate: %v", err)
+	if err := tx.Truncate(ctx, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := tx.Commit(ctx); err != nil || info.Head.Plain || info.Head.Size() != 4096 {
+		t.Fatalf("truncate to whole pages: %+v %v, want a database again", info.Head, err)
+	}
+}
+
+// readLatest reads db's latest commit at off into p.
+func readLatest(t *testing.T, db *Database, p []byte, off int64) (int, error) {
+	t.Helper()
+	snap, err := db.Snapshot(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	return snap.ReadAt(ctxT(t), p, off)
+}
+
+// TestPlainFiles: a file that is not a SQLite database is stored byte for
+// byte: writes at any offset (a gap reads as zeros), a truncate to any size
+// (growing again exposes zeros, not the old bytes), every size reported
+// exactly, on another pager too; past PlainMaxBytes a write or truncate
+// fails with ErrFileTooLarge and changes nothing; a SQLite image copied
+// over it makes it a database, and text over a database a plain file.
+func TestPlainFiles(t *testing.T) {
+	e := newEnv(t, Options{PlainMaxBytes: 1 << 20})
+	ctx := ctxT(t)
+	db, _ := e.create("notes.txt")
+	var model []byte // what the file must read
+	step := func(what string, fn func(tx *Tx) error) {
+		t.Helper()
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fn(tx); err != nil {
+			tx.Rollback()
+			t.Fatalf("%s: %v", what, err)
+		}
+		info, err := tx.Commit(ctx)
+		if err != nil {
+			t.Fatalf("%s: commit: %v", what, err)
+		}
+		if info.Head.Size() != int64(len(model)) {
+			t.Fatalf("%s: head size %d, want %d", what, info.Head.Size(), len(model))
+		}
+		// Read back here and on another host.
+		other, err := e.pager(Options{}).Open(ctx, "notes.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		for _, d := range []*Database{db, other} {
+			got := make([]byte, len(model)+5000)
+			n, err := readLatest(t, d, got, 0)
+			if n != len(model) || (err != nil && err != io.EOF) || !bytes.Equal(got[:n], model) {
+				t.Fatalf("%s: read %d bytes (%v), want %d as written", what, n, err, len(model))
+			}
+		}
+	}
+	write := func(p []byte, off int) func(*Tx) error {
+		return func(tx *Tx) error {
+			if end := off + len(p); end > len(model) {
+				model = append(model, make([]byte, end-len(model))...)
+			}
+			copy(model[off:], p)
+			_, err := tx.WriteAt(ctx, p, int64(off))
+			return err
+		}
+	}
+	truncate := func(size int) func(*Tx) error {
+		return func(tx *Tx) error {
+			if size < len(model) {
+				model = model[:size]
+			} else {
+				model = append(model, make([]byte, size-len(model))...)
+			}
+			return tx.Truncate(ctx, int64(size))
+		}
+	}
+	step("write hello", write([]byte("hello, plain world\n"), 0))
+	if h := db.Head(); !h.Plain || h.PageSize != PlainPageSize || h.Pages != 1 {
+		t.Fatalf("head of a plain file: %+v", h)
+	}
+	step("append past a gap", write(bytes.Repeat([]byte("x"), 3000), 10_000))
+	step("overwrite across pages", write(bytes.Repeat([]byte("y"), 5000), 2000))
+	step("truncate into a page", truncate(5001))
+	step("grow by truncate", truncate(9000)) // bytes 5001.. are zeros, not the old y's
+	step("truncate to whole pages", truncate(8192))
+	step("grow by a write", write([]byte("z"), 20_000))
+
+	// The size limit: nothing changes.
+	tx, _ := db.Begin(ctx)
+	if _, err := tx.WriteAt(ctx, []byte("big"), 1<<20); !errors.Is(err, ErrFileTooLarge) {
+		t.Fatalf("write past the limit: %v, want ErrFileTooLarge", err)
+	}
+	if err := tx.Truncate(ctx, 1<<20+1); !errors.Is(err, ErrFileTooLarge) {
+		t.Fatalf("truncate past the limit: %v, want ErrFileTooLarge", err)
+	}
+	tx.Rollback()
+
+	// cp of a database over the plain file, and text over the database.
+	image := append(sqlitePage1(1024, 7), pageOf(1024, 2, 7)...)
+	step("copy a database in", func(tx *Tx) error {
+		model = nil
+		if err := truncate(0)(tx); err != nil {
+			return err
+		}
+		return write(image, 0)(tx)
+	})
+	if h := db.Head(); h.Plain || h.PageSize != 1024 || h.Pages != 2 {
+		t.Fatalf("head after a database was copied in: %+v", h)
+	}
+	step("text over the database", func(tx *Tx) error {
+		if err := truncate(0)(tx); err != nil {
+			return err
+		}
+		return write([]byte("now text again"), 0)(tx)
+	})
+	if h := db.Head(); !h.Plain || h.PageSize != PlainPageSize {
+		t.Fatalf("head after text over a database: %+v", h)
 	}
 }
 

@@ -19,10 +19,13 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 //
 // Writes are file-style (WriteAt) or whole pages (WritePage). A write that
 // covers part of a page is a read-modify-write of that page. The first
-// write of a database without a page size must start at offset 0 with a
-// SQLite header, which sets the page size; a later write of page 1 that
-// changes the page size fails with ErrInvalidWrite (VACUUM into another
-// page size is not supported).
+// write of an empty file sets the page size: a SQLite header's at offset
+// 0, else PlainPageSize, and the file is plain (Head.Plain). A later write
+// of a database's page 1 that changes the page size fails with
+// ErrInvalidWrite (VACUUM into another page size is not supported). Any
+// content and size are accepted; the commit finds whether the result is
+// a database or a plain file (plainLocked). A plain file's last page is
+// zero past its size.
 type Tx struct {
 	mu       sync.Mutex
 	db       *Database
@@ -35,6 +38,7 @@ type Tx struct {
 	low      uint32 // fewest pages the file had during the transaction
 	dirty    *dirtySet
 	quota    Quota
+	plain    bool // the file is plain: its first write was not a SQLite header, or a size cut a page
 	done     bool
 }
 
@@ -57,6 +61,7 @@ func (db *Database) Begin(ctx context.Context) (*Tx, error) {
 	tx := &Tx{
 		db: db, base: db.head, baseRev: db.headRev, v: v, fence: db.fence,
 		pageSize: db.head.PageSize, size: db.head.Size(), low: db.head.Pages, quota: db.p.quota(db.Path()),
+		plain: db.head.Plain,
 	}
 	tx.dirty = newDirtySet(int(tx.pageSize), db.p.opts.DirtyMemBytes, db.p.opts.SpoolDir)
 	db.tx = tx
@@ -147,19 +152,22 @@ func (tx *Tx) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if tx.pageSize == 0 {
 		ps, err := headerPageSize(p, off)
 		if err != nil {
-			return 0, err
+			ps, tx.plain = PlainPageSize, true // not a SQLite header: a plain file
 		}
 		tx.pageSize = ps
 		tx.dirty = newDirtySet(int(ps), tx.db.p.opts.DirtyMemBytes, tx.db.p.opts.SpoolDir)
 	}
 	ps := int64(tx.pageSize)
-	if off == 0 && len(p) >= 18 {
+	end := off + int64(len(p))
+	if max := tx.db.p.opts.PlainMaxBytes; tx.plain && end > max && end > tx.size {
+		return 0, fmt.Errorf("write %d bytes at %d: plain files are at most %d bytes: %w", len(p), off, max, ErrFileTooLarge)
+	}
+	if off == 0 && len(p) >= 18 && !tx.plain {
 		if got, err := headerPageSize(p, 0); err == nil && got != tx.pageSize {
 			return 0, fmt.Errorf("write page 1: page size %d, database has %d (changing the page size is not supported): %w",
 				got, tx.pageSize, ErrInvalidWrite)
 		}
 	}
-	end := off + int64(len(p))
 	if last := (end + ps - 1) / ps; tx.quota.MaxPages > 0 && last > tx.quota.MaxPages && last > int64(tx.base.Pages) {
 		return 0, &QuotaError{DB: tx.db.name, What: "pages", Used: last, Max: tx.quota.MaxPages}
 	}
@@ -200,7 +208,7 @@ func (tx *Tx) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 
 // putPage stores a dirty page, enforcing the byte quota.
 func (tx *Tx) putPage(ctx context.Context, pgno uint32, page []byte) error {
-	if pgno == lockPgno(tx.pageSize) {
+	if pgno == lockPgno(tx.pageSize) && !tx.plain {
 		// SQLite never writes the lock page; anyone else gets zeros back.
 		return nil
 	}
@@ -244,34 +252,78 @@ func (tx *Tx) restoresBase(ctx context.Context, pgno uint32, page []byte) bool {
 }
 
 // Truncate sets the file size. Shrinking drops pages above the new end;
-// growing exposes zero pages. The size must be a whole number of pages.
+// growing exposes zeros. A size that is not a whole number of pages makes
+// the file plain.
 func (tx *Tx) Truncate(ctx context.Context, size int64) error {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
 	if tx.done {
 		return ErrTxDone
 	}
-	if size < 0 || (tx.pageSize == 0 && size != 0) || (tx.pageSize != 0 && size%int64(tx.pageSize) != 0) {
-		return fmt.Errorf("truncate to %d bytes (page size %d): %w", size, tx.pageSize, ErrInvalidWrite)
+	if size < 0 {
+		return fmt.Errorf("truncate to %d bytes: %w", size, ErrInvalidWrite)
 	}
 	if size == 0 {
 		// An empty file has no page size: the next write of a SQLite
 		// header may bring another (cp over an existing database).
 		tx.dirty.close()
-		tx.pageSize, tx.size, tx.low = 0, 0, 0
+		tx.pageSize, tx.size, tx.low, tx.plain = 0, 0, 0, false
 		tx.dirty = newDirtySet(0, tx.db.p.opts.DirtyMemBytes, tx.db.p.opts.SpoolDir)
 		return nil
 	}
-	if tx.pageSize != 0 {
-		pages := size / int64(tx.pageSize)
-		if tx.quota.MaxPages > 0 && pages > tx.quota.MaxPages && pages > int64(tx.base.Pages) {
-			return &QuotaError{DB: tx.db.name, What: "pages", Used: pages, Max: tx.quota.MaxPages}
+	if tx.pageSize == 0 {
+		tx.pageSize, tx.plain = PlainPageSize, true
+		tx.dirty = newDirtySet(PlainPageSize, tx.db.p.opts.DirtyMemBytes, tx.db.p.opts.SpoolDir)
+	}
+	ps := int64(tx.pageSize)
+	if size%ps != 0 {
+		tx.plain = true
+	}
+	if max := tx.db.p.opts.PlainMaxBytes; tx.plain && size > max && size > tx.size {
+		return fmt.Errorf("truncate to %d bytes: plain files are at most %d bytes: %w", size, max, ErrFileTooLarge)
+	}
+	pages := (size + ps - 1) / ps
+	if tx.quota.MaxPages > 0 && pages > tx.quota.MaxPages && pages > int64(tx.base.Pages) {
+		return &QuotaError{DB: tx.db.name, What: "pages", Used: pages, Max: tx.quota.MaxPages}
+	}
+	tx.dirty.truncate(uint32(pages))
+	tx.low = min(tx.low, uint32(pages))
+	if cut := size % ps; size < tx.size && cut != 0 {
+		// The new last page is zero past the end, so that growing the file
+		// again exposes zeros.
+		page := make([]byte, ps)
+		if err := tx.readPageLocked(ctx, uint32(pages), page); err != nil {
+			return err
 		}
-		tx.dirty.truncate(uint32(pages))
-		tx.low = min(tx.low, uint32(pages))
+		clear(page[cut:])
+		if err := tx.putPage(ctx, uint32(pages), page); err != nil {
+			return err
+		}
 	}
 	tx.size = size
 	return nil
+}
+
+// plainLocked reports whether the file as written is plain rather than a
+// database: its size is not a whole number of pages, or its page 1 lacks a
+// SQLite header giving the page size. A database whose page 1 is not
+// rewritten stays one (no page read at every commit).
+func (tx *Tx) plainLocked(ctx context.Context) (bool, error) {
+	ps := int64(tx.pageSize)
+	switch {
+	case tx.size == 0:
+		return false, nil
+	case tx.size%ps != 0:
+		return true, nil
+	case !tx.plain && !tx.base.Plain && !tx.dirty.has(1):
+		return false, nil
+	}
+	page := make([]byte, ps)
+	if err := tx.readPageLocked(ctx, 1, page); err != nil {
+		return false, err
+	}
+	got, err := headerPageSize(page, 0)
+	return err != nil || got != tx.pageSize, nil
 }
 
 // Rollback discards the transaction. It is safe after Commit.
