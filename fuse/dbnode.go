@@ -2,9 +2,7 @@ package fuse
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -37,7 +35,6 @@ type dbNode struct {
 	tx      *pager.Tx
 	writer  *dbHandle   // the handle whose writes the open transaction holds
 	removed atomic.Bool // set under mu; read without it by gone
-	notSQL  bool        // a write was refused because the file is not a SQLite database
 
 	// Locks and the host's read view: SQLite's SHARED lock pins a
 	// snapshot shared by every process of this host (they share the
@@ -71,7 +68,6 @@ var (
 	_ fs.NodeWriter    = (*dbNode)(nil)
 	_ fs.NodeFsyncer   = (*dbNode)(nil)
 	_ fs.NodeFlusher   = (*dbNode)(nil)
-	_ fs.NodeReleaser  = (*dbNode)(nil)
 	_ fs.NodeGetlker   = (*dbNode)(nil)
 	_ fs.NodeSetlker   = (*dbNode)(nil)
 	_ fs.NodeSetlkwer  = (*dbNode)(nil)
@@ -81,6 +77,11 @@ var (
 type dbHandle struct {
 	d     *dbNode
 	wrote bool
+	// failed is the error of a write or truncate through the handle that
+	// was refused (quota, plain-file size limit). A writer that is not
+	// SQLite then commits nothing at its fsync or close, which fail too:
+	// the file keeps its last commit, never a part of the new content.
+	failed error
 }
 
 // gone reports whether the database was removed. It takes no lock: the
@@ -297,15 +298,15 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 		}
 	}
 	n, err := tx.WriteAt(ctx, data, off)
-	if err != nil {
-		if errors.Is(err, pager.ErrInvalidWrite) && tx.Base().TXID == 0 && tx.Size() == 0 {
-			d.notSQL = true
-		}
-		return uint32(n), d.fsys.errno("write", d.name, err)
-	}
 	if h != nil {
 		h.wrote = true
 		d.writer = h
+		if err != nil {
+			h.failed = err
+		}
+	}
+	if err != nil {
+		return uint32(n), d.fsys.errno("write", d.name, err)
 	}
 	return uint32(n), 0
 }
@@ -334,14 +335,15 @@ func (d *dbNode) truncate(ctx context.Context, size int64, f fs.FileHandle) erro
 	if err != nil {
 		return err
 	}
-	if err := tx.Truncate(ctx, size); err != nil {
-		return err
-	}
+	err = tx.Truncate(ctx, size)
 	if h, ok := f.(*dbHandle); ok {
 		h.wrote = true
 		d.writer = h
+		if err != nil {
+			h.failed = err
+		}
 	}
-	return nil
+	return err
 }
 
 // ensureTxLocked returns the open write transaction, taking this host's
@@ -434,15 +436,7 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 	if tx == nil {
 		return nil
 	}
-	var err error
-	if why == "close" {
-		err = checkHeader(ctx, tx)
-	}
-	if err == nil {
-		_, err = tx.Commit(ctx)
-	} else {
-		tx.Rollback()
-	}
+	_, err := tx.Commit(ctx)
 	return d.afterCommitLocked(ctx, why, err)
 }
 
@@ -490,28 +484,6 @@ func (d *dbNode) committedLocked(ctx context.Context, why string, err error) err
 		}
 	}
 	d.handoffIfAskedLocked(ctx)
-	return nil
-}
-
-// checkHeader refuses to commit, from a writer that is not SQLite, a file
-// shorter than its SQLite header says (a truncated copy). The header's size
-// field counts only when valid (its version-valid-for number equals the
-// change counter); a longer file is fine: SQLite itself leaves pages past
-// the header's size until it truncates, after the commit point.
-func checkHeader(ctx context.Context, tx *pager.Tx) error {
-	ps := tx.PageSize()
-	if ps == 0 || tx.Size() == 0 {
-		return nil
-	}
-	hdr := make([]byte, 100)
-	if _, err := tx.ReadAt(ctx, hdr, 0); err != nil && err != io.EOF {
-		return err
-	}
-	counter, validFor := binary.BigEndian.Uint32(hdr[24:]), binary.BigEndian.Uint32(hdr[92:])
-	pages := binary.BigEndian.Uint32(hdr[28:])
-	if counter == validFor && pages != 0 && int64(pages)*int64(ps) > tx.Size() {
-		return fmt.Errorf("SQLite header says %d pages of %d bytes, file has %d bytes: %w", pages, ps, tx.Size(), pager.ErrInvalidWrite)
-	}
 	return nil
 }
 
@@ -603,8 +575,12 @@ func (d *dbNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (errn
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if h, ok := f.(*dbHandle); ok && d.writer != nil && d.writer != h {
+	h, _ := f.(*dbHandle)
+	if h != nil && d.writer != nil && d.writer != h {
 		return 0 // another process's transaction
+	}
+	if h != nil && h.failed != nil && !d.sqliteWriterLocked() {
+		return d.fsys.errno("fsync", d.name, d.refusedLocked(h))
 	}
 	return d.fsys.errno("fsync", d.name, d.commitLocked(ctx, "fsync"))
 }
@@ -615,37 +591,28 @@ func (d *dbNode) Flush(ctx context.Context, f fs.FileHandle) (errno syscall.Errn
 	h, _ := f.(*dbHandle)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.notSQL && d.db.Head().TXID == 0 {
-		// A non-SQLite file was copied in: leave nothing behind.
-		d.rollbackLocked()
-		return 0
-	}
 	if h == nil || !h.wrote || d.writer != h || d.journalActive() || d.sqliteWriterLocked() {
 		// A FLUSH also comes when a process holding the file forks and
 		// execs: only a writer without SQLite's locks (cp) commits here.
 		return 0
+	}
+	if h.failed != nil {
+		return d.fsys.errno("close", d.name, d.refusedLocked(h))
 	}
 	// A writer closing the file without a journal: cp, or SQLite with
 	// journal_mode=OFF and synchronous=OFF. Commit what it wrote.
 	return d.fsys.errno("close", d.name, d.commitLocked(ctx, "close"))
 }
 
-func (d *dbNode) Release(ctx context.Context, f fs.FileHandle) (errno syscall.Errno) {
-	defer d.fsys.recoverErrno("release", &errno)
-	ctx = uninterruptible(ctx)
-	d.mu.Lock()
-	notSQL := d.notSQL && d.db.Head().TXID == 0 && d.tx == nil
-	d.mu.Unlock()
-	if notSQL {
-		if err := d.remove(ctx); err != nil {
-			d.fsys.log.Warn("remove refused import", "db", d.name, "err", err)
-		} else {
-			dir, base := d.fsys.forgetDB(d)
-			dir.RmChild(base)
-			go dir.NotifyDelete(base, d.EmbeddedInode())
-		}
-	}
-	return 0
+// refusedLocked ends the transaction of h, a writer that is not SQLite and
+// one of whose writes was refused: nothing of it is committed, and its
+// fsync or close fails with that write's error.
+func (d *dbNode) refusedLocked(h *dbHandle) error {
+	err := h.failed
+	h.failed = nil
+	d.rollbackLocked()
+	d.transactionEndedLocked()
+	return err
 }
 
 // remove deletes the database from etcd under this host's write lease.

@@ -29,6 +29,7 @@ var errnoTable = []struct {
 	{pager.ErrReadOnly, syscall.EROFS},
 	{errReadOnlyMount, syscall.EROFS},
 	{pager.ErrInvalidWrite, syscall.EINVAL},
+	{pager.ErrFileTooLarge, syscall.EFBIG},
 	{etcdstore.ErrInvalidName, syscall.EINVAL},
 	{errWALHeader, syscall.EINVAL},
 	{errWALChain, syscall.EIO},

@@ -46,6 +46,7 @@ func TestToErrno(t *testing.T) {
 
 		// Malformed input → EINVAL.
 		{"pager.ErrInvalidWrite", pager.ErrInvalidWrite, syscall.EINVAL},
+		{"pager.ErrFileTooLarge", pager.ErrFileTooLarge, syscall.EFBIG},
 		{"etcdstore.ErrInvalidName", etcdstore.ErrInvalidName, syscall.EINVAL},
 		{"*etcdstore.NameError", &etcdstore.NameError{Name: "a/b", Reason: "contains /"}, syscall.EINVAL},
 		{"WAL header", fmt.Errorf("write WAL header: %w", errWALHeader), syscall.EINVAL},

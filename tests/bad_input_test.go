@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -13,43 +12,6 @@ import (
 
 	"github.com/kvfs/kvfs/pager"
 )
-
-func TestNotSQLiteRefusedLeavesNothing(t *testing.T) {
-	m := mountKVFS(t, mountOpts{})
-	err := os.WriteFile(m.Path("notes.db"), bytes.Repeat([]byte("not a database\n"), 1000), 0o644)
-	if !errors.Is(err, syscall.EINVAL) {
-		t.Fatalf("writing a text file: %v, want EINVAL", err)
-	}
-	time.Sleep(100 * time.Millisecond) // the kernel forgets the entry
-	if _, err := os.Stat(m.Path("notes.db")); !os.IsNotExist(err) {
-		t.Fatalf("refused file still there: %v", err)
-	}
-	if names := m.databases(t); len(names) != 0 {
-		t.Fatalf("databases after refused import: %v", names)
-	}
-	// A real database copied in works, and is a database.
-	src := t.TempDir() + "/src.db"
-	mustSQL(t, src, "create table t(x); insert into t values (1),(2),(3);")
-	b, _ := os.ReadFile(src)
-	if err := os.WriteFile(m.Path("copy.db"), b, 0o644); err != nil {
-		t.Fatalf("import: %v", err)
-	}
-	if out := mustSQL(t, m.Path("copy.db"), "select count(*) from t;"); out != "3\n" {
-		t.Fatalf("imported: %q", out)
-	}
-	// Truncated copy (shorter than its header says) is refused at close.
-	f, err := os.Create(m.Path("short.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	big := t.TempDir() + "/big.db"
-	mustSQL(t, big, "create table t(x); with recursive n(i) as (select 1 union all select i+1 from n where i<2000) insert into t select randomblob(100) from n;")
-	bb, _ := os.ReadFile(big)
-	f.Write(bb[:len(bb)/2/4096*4096])
-	if err := f.Close(); err == nil {
-		t.Fatal("closing a truncated copy succeeded")
-	}
-}
 
 // TestAnyNames: any bytes but '/' and NUL make a database name, as on a
 // local file system — control bytes, spaces, bytes that are not UTF-8 —

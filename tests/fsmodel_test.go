@@ -15,13 +15,13 @@ import (
 )
 
 // TestFilesystemMatchesLocal runs, from a seed, random sequences of
-// database creations and writes (the stock CLI, a database copied over a
-// name as cp does, and bytes written in place at any offset past the header
-// by a non-SQLite writer), truncation, mkdir, rmdir, unlink, rename and
-// chmod, on the mount and on a local directory side by side: every
-// operation must succeed or fail alike, with the same errno, and the trees
-// (names, kinds, modes) and the databases' rows and bytes must match.
-// Plain (non-SQLite) contents are left out: kvfs refuses them (issue 19).
+// database creations and writes (the stock CLI, a database or a text file
+// copied over a name as cp does, and bytes written at any offset by a
+// writer that is not SQLite, which may make a database a plain file),
+// truncation to any size, mkdir, rmdir, unlink, rename and chmod, on the
+// mount and on a local directory side by side: every operation must
+// succeed or fail alike, with the same errno, and the trees (names, kinds,
+// modes) and every file's rows and bytes must match.
 func TestFilesystemMatchesLocal(t *testing.T) {
 	seed := seedOf(t, "KVFS_FS_SEED")
 	rng := mrand.New(mrand.NewPCG(seed, 0x66736d))
@@ -82,26 +82,35 @@ func TestFilesystemMatchesLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	text := []byte(strings.Repeat("a plain line of text\n", 300))
 	n := 0
 	for op := 0; op < 200; op++ {
 		switch k := rng.IntN(15); {
 		case k == 14:
-			// A non-SQLite writer overwrites bytes in place, past the
-			// header (kvfs keeps only valid SQLite files until issue 19).
+			// A writer that is not SQLite writes bytes anywhere in an
+			// existing file, past its end too.
 			p, data := randPath(), make([]byte, 1+rng.IntN(3000))
 			for i := range data {
 				data[i] = byte(rng.Uint32())
 			}
 			frac := rng.Float64()
 			both(fmt.Sprintf("op %d: pwrite %d bytes into %q", op, len(data), p), func(root string) error {
-				return pwriteInside(filepath.Join(root, p), data, frac)
+				return pwriteAt(filepath.Join(root, p), data, frac)
 			})
 		case k >= 12:
 			p := randPath()
 			if k == 12 {
-				both(fmt.Sprintf("op %d: copy over %q", op, p), func(root string) error { return writeFile(filepath.Join(root, p), image) })
+				content, what := image, "a database"
+				if rng.IntN(3) == 0 {
+					content, what = text, "text"
+				}
+				both(fmt.Sprintf("op %d: copy %s over %q", op, what, p), func(root string) error { return writeFile(filepath.Join(root, p), content) })
 			} else {
-				both(fmt.Sprintf("op %d: truncate %q", op, p), func(root string) error { return syscall.Truncate(filepath.Join(root, p), 0) })
+				size := int64(0)
+				if rng.IntN(2) == 0 {
+					size = rng.Int64N(3 * 4096)
+				}
+				both(fmt.Sprintf("op %d: truncate %q to %d", op, p, size), func(root string) error { return syscall.Truncate(filepath.Join(root, p), size) })
 			}
 		case k < 3: // a database written by SQLite
 			p := randPath()
@@ -142,23 +151,27 @@ func TestFilesystemMatchesLocal(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes: %v", outcomes)
+	// Files damaged on purpose are not for the integrity check at unmount.
+	entries, _ := os.ReadDir(m.Dir)
+	for _, e := range entries {
+		if err := os.RemoveAll(m.Path(e.Name())); err != nil {
+			t.Fatalf("rm -r %s: %v", e.Name(), err)
+		}
+	}
 }
 
-// pwriteInside writes data into the existing file path at a place frac
-// of the way between byte 100 (after SQLite's header) and the end, cut to
-// fit, without changing the file's size; a file of at most 100 bytes is
-// left alone. It returns the first error's errno.
-func pwriteInside(path string, data []byte, frac float64) error {
+// pwriteAt writes data into the existing file path at frac of the way
+// from its start to 2,000 bytes past its end. It returns the first error's
+// errno.
+func pwriteAt(path string, data []byte, frac float64) error {
 	fd, err := syscall.Open(path, syscall.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
 	var st syscall.Stat_t
 	werr := syscall.Fstat(fd, &st)
-	if room := st.Size - 100; werr == nil && room > 0 {
-		data = data[:min(int64(len(data)), room)]
-		off := 100 + int64(frac*float64(room-int64(len(data))))
-		_, werr = syscall.Pwrite(fd, data, off)
+	if werr == nil {
+		_, werr = syscall.Pwrite(fd, data, int64(frac*float64(st.Size+2000)))
 	}
 	if cerr := syscall.Close(fd); werr == nil {
 		werr = cerr

@@ -160,6 +160,9 @@ type QuotaConfig struct {
 	MaxBytes ByteSize `yaml:"max_bytes"`
 	// MaxPages limits each database's size in pages; 0 is unlimited.
 	MaxPages int64 `yaml:"max_pages"`
+	// PlainMaxBytes limits the size of a plain file (one that is not a
+	// SQLite database); a write past it fails with EFBIG. Default 64 MiB.
+	PlainMaxBytes ByteSize `yaml:"plain_max_bytes"`
 	// Databases overrides the quota of the named databases, by their paths
 	// in the mount (app.db, tenant1/app.db). An entry replaces the default
 	// entirely: a field it does not set is unlimited.
@@ -196,6 +199,7 @@ func DefaultConfig() Config {
 		Mountpoint:         "/mnt/kvfs",
 		LeaseTTL:           Duration(10 * time.Second),
 		Cache:              CacheConfig{PageBytes: 64 << 20, BlobBytes: 64 << 20, DirtyMemBytes: 64 << 20},
+		Quota:              QuotaConfig{PlainMaxBytes: pager.DefaultPlainMaxBytes},
 		ShutdownTimeout:    Duration(30 * time.Second),
 		IdleRelease:        Duration(250 * time.Millisecond),
 		JournalPassthrough: true,
@@ -455,6 +459,7 @@ var settings = []setting{
 	{"cache.dirty_mem_bytes", "dirty-mem", "memory for one write transaction before it spills to --spool-dir", func(c *Config) any { return &c.Cache.DirtyMemBytes }, false},
 	{"quota.max_bytes", "quota-bytes", "default quota: bytes each database stores in etcd (0 unlimited)", func(c *Config) any { return &c.Quota.MaxBytes }, false},
 	{"quota.max_pages", "quota-pages", "default quota: pages of each database (0 unlimited)", func(c *Config) any { return &c.Quota.MaxPages }, false},
+	{"quota.plain_max_bytes", "plain-max-bytes", "largest plain (non-SQLite) file; a write past it fails with EFBIG", func(c *Config) any { return &c.Quota.PlainMaxBytes }, false},
 	{"metrics_addr", "metrics-addr", "HOST:PORT serving /metrics and /healthz (\"\" disables)", func(c *Config) any { return &c.MetricsAddr }, true},
 	{"allow_other", "allow-other", "let other users access the mount", func(c *Config) any { return &c.AllowOther }, true},
 	{"forward_locks", "forward-locks", "forward file locks to kvfs (slower reads; see kvfs.yaml)", func(c *Config) any { return &c.ForwardLocks }, true},

@@ -82,7 +82,7 @@ log: {level: debug, format: json}
 	want.Etcd.RequestTimeout, want.Etcd.QuotaBackendBytes = Duration(2*time.Second), 8<<30
 	want.Prefix, want.LeaseTTL = "/prod/", Duration(4*time.Second)
 	want.Cache = CacheConfig{PageBytes: 128 << 20, BlobBytes: 1e9, DirtyMemBytes: 4096}
-	want.Quota = QuotaConfig{MaxBytes: 1 << 30, Databases: map[string]QuotaLimits{
+	want.Quota = QuotaConfig{MaxBytes: 1 << 30, PlainMaxBytes: pager.DefaultPlainMaxBytes, Databases: map[string]QuotaLimits{
 		"big.db": {MaxBytes: 8 << 30, MaxPages: 1000}, "tiny.db": {MaxPages: 10}, "tenant1/app.db": {MaxPages: 20}}}
 	want.MetricsAddr, want.ReadOnly, want.Log = "127.0.0.1:9100", true, LogConfig{"debug", "json"}
 	if !reflect.DeepEqual(cfg, want) {

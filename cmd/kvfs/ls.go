@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kvfs/kvfs/pager"
 	"io"
 	"strconv"
 	"text/tabwriter"
@@ -21,7 +22,8 @@ func lsCommand() command {
 // lsEntry is one line of `kvfs ls` (and one object of `kvfs ls --json`).
 type lsEntry struct {
 	Name       string `json:"name"`
-	ID         string `json:"id"` // etcd keys and write lease (kvfs_fence_* label)
+	ID         string `json:"id"`   // etcd keys and write lease (kvfs_fence_* label)
+	Kind       string `json:"kind"` // "database", "plain" (a file that is not a SQLite database) or "empty"
 	SizeBytes  int64  `json:"size_bytes"`
 	PageSize   uint32 `json:"page_size"`
 	Pages      uint32 `json:"pages"`
@@ -71,7 +73,7 @@ Example:
 	entries := make([]lsEntry, 0, len(dbs))
 	for _, d := range dbs {
 		e := lsEntry{
-			Name: d.Name, ID: d.ID, SizeBytes: d.Head.Size(), PageSize: d.Head.PageSize, Pages: d.Head.Pages,
+			Name: d.Name, ID: d.ID, Kind: kindOf(d.Head), SizeBytes: d.Head.Size(), PageSize: d.Head.PageSize, Pages: d.Head.Pages,
 			TXID: d.Head.TXID, Generation: d.Head.Generation, UsedBytes: d.Usage,
 			QuotaBytes: cfg.QuotaFor(d.Name).MaxBytes,
 		}
@@ -93,7 +95,7 @@ Example:
 		return enc.Encode(entries)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSIZE\tPAGE\tTXID\tGEN\tLEASE HOLDER\tUSED\tQUOTA")
+	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPAGE\tTXID\tGEN\tLEASE HOLDER\tUSED\tQUOTA")
 	for _, e := range entries {
 		h := "-"
 		if e.Holder != "" {
@@ -103,8 +105,19 @@ Example:
 		if e.QuotaBytes > 0 {
 			q = fmt.Sprintf("%s (%.0f%%)", humanBytes(e.QuotaBytes), 100*float64(e.UsedBytes)/float64(e.QuotaBytes))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", e.Name, humanBytes(e.SizeBytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", e.Name, e.Kind, humanBytes(e.SizeBytes),
 			strconv.Itoa(int(e.PageSize)), e.TXID, e.Generation, h, humanBytes(e.UsedBytes), q)
 	}
 	return tw.Flush()
+}
+
+// kindOf says what a head's file is: "database", "plain" or "empty".
+func kindOf(h pager.Head) string {
+	switch {
+	case h.Size() == 0:
+		return "empty"
+	case h.Plain:
+		return "plain"
+	}
+	return "database"
 }

@@ -13,7 +13,7 @@ import (
 func TestLs(t *testing.T) {
 	s := newTestStore(t)
 	out, _ := s.kvfs(0, "ls")
-	if strings.TrimSpace(out) != "NAME  SIZE  PAGE  TXID  GEN  LEASE HOLDER  USED  QUOTA" {
+	if strings.TrimSpace(out) != "NAME  KIND  SIZE  PAGE  TXID  GEN  LEASE HOLDER  USED  QUOTA" {
 		t.Fatalf("empty ls: %q", out)
 	}
 	src := makeDB(t, 300)

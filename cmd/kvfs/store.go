@@ -211,6 +211,7 @@ func (s *session) pagerOptions() pager.Options {
 		BlobCacheBytes: int64(s.cfg.Cache.BlobBytes),
 		DirtyMemBytes:  int64(s.cfg.Cache.DirtyMemBytes),
 		SpoolDir:       s.cfg.SpoolDir,
+		PlainMaxBytes:  int64(s.cfg.Quota.PlainMaxBytes),
 		QuotaFor:       s.cfg.QuotaFor,
 		Logger:         s.log,
 	}
