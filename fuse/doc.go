@@ -163,8 +163,26 @@
 // same directory. Every mount follows the names in etcd
 // (pager.WatchNames) and drops the kernel's cached entry of each name that
 // changes, so another host's rename or removal shows at once, not when the
-// entry expires. A mount moves the flat catalog of an older kvfs into the
-// root first (pager.Upgrade).
+// entry expires; it drops the kernel's cached listing of the directory too
+// (the kernel keeps listings across opens on a file system without
+// OPENDIR). The READDIRs of one listing read on from the directory handle
+// the first opened (nodir.go), so a listing costs one range read, and
+// READDIRPLUS is off: it would look up, and open, every database listed.
+// A mount moves the flat catalog of an older kvfs into the root first
+// (pager.Upgrade).
+//
+// # Plain files
+//
+// Every regular file is a dbNode, whatever it holds: its bytes are stored
+// as written, in pages (pager.Head.Plain and Bytes for a file that is not
+// a SQLite database: a text file, a database's truncated copy, a size that
+// cuts a page). A writer that is not SQLite commits at its fsync or close;
+// another host sees the old content or the new, never a part. A write past
+// the quota (ENOSPC) or past Options.Pager's PlainMaxBytes (EFBIG) fails,
+// and then that writer's fsync and close fail too and commit nothing: the
+// file keeps its last commit. Whether a file is a database or plain is
+// decided at each commit from its size and page 1, so text written over a
+// database makes it plain and a database copied over text a database.
 //
 // # Names, permissions and times
 //

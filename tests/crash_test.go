@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -278,4 +279,77 @@ func checkCrashRows(t *testing.T, path string) (count, maxID int) {
 		t.Fatalf("read back: %v", err)
 	}
 	return count, maxID
+}
+
+// TestCrashKill9Plain kills kvfs with SIGKILL while a writer that is not
+// SQLite (as cp does: open with O_TRUNC, write, close) keeps replacing a
+// plain file, and remounts: the file holds the version whose close last
+// returned, or the one in flight, whole — never a part, never an older one.
+func TestCrashKill9Plain(t *testing.T) { runPlainCrashTrials(t, 2) }
+
+// TestCrashKill9PlainIntegration is TestCrashKill9Plain with more trials.
+func TestCrashKill9PlainIntegration(t *testing.T) {
+	if os.Getenv("KVFS_INTEGRATION") == "" {
+		t.Skip("integration tier: run with KVFS_INTEGRATION=1 (make test-integration)")
+	}
+	runPlainCrashTrials(t, 10)
+}
+
+func runPlainCrashTrials(t *testing.T, trials int) {
+	requireFUSE(t)
+	kvfsBinary(t)
+	base := crashSeedBase(t)
+	for i := range trials {
+		seed := base + uint64(i)
+		if os.Getenv(crashSeedEnv) != "" {
+			seed = base
+		}
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Logf("seed %d (replay: %s=%d go test -count=1 -run '%s' ./tests)", seed, crashSeedEnv, seed, t.Name())
+			plainCrashTrial(t, seed)
+		})
+	}
+}
+
+// plainVersion is version v of the plain file: 1 to 200,000 bytes, each
+// line naming v, so that any mix of two versions or a cut one shows.
+func plainVersion(v int, rng *rand.Rand) []byte {
+	n := 1 + rng.IntN(200_000)
+	line := fmt.Sprintf("version %08d\n", v)
+	return []byte(strings.Repeat(line, n/len(line)+1)[:n])
+}
+
+func plainCrashTrial(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x706c61696e))
+	prefix := fmt.Sprintf("/crash-plain-%d/", seq.Add(1))
+	a := startKVFS(t, procOpts{Endpoints: sharedEtcd.Endpoints(), Prefix: prefix})
+	path := a.Path("notes.txt")
+	versions := map[int][]byte{0: nil} // version 0: the file before any close
+	var w crashWriter
+	wrng := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
+	done := w.start(func() int { return 1 }, func(batch, first, n int) error {
+		data := plainVersion(first, wrng)
+		versions[first] = data
+		return writeFile(path, data)
+	})
+	delay := 100*time.Millisecond + time.Duration(rng.IntN(1500))*time.Millisecond
+	w.killDuring(t, a, done, delay)
+	t.Logf("killed kvfs after %s: %d versions closed, version %d in flight: %v", delay, w.acked, w.attempted, w.err)
+	a.Detach()
+
+	b := startKVFS(t, procOpts{Endpoints: sharedEtcd.Endpoints(), Prefix: prefix, Dir: a.Dir})
+	got, err := os.ReadFile(path)
+	if err != nil && !(os.IsNotExist(err) && w.acked == 0) {
+		t.Fatalf("read after the crash: %v", err)
+	}
+	switch {
+	case bytes.Equal(got, versions[w.acked]):
+	case w.attempted != w.acked && bytes.Equal(got, versions[w.attempted]):
+		t.Logf("the version in flight (%d) landed: etcd applied it before kvfs died", w.attempted)
+	default:
+		head := got[:min(len(got), 32)]
+		t.Fatalf("after the crash the file holds %d bytes starting %q: neither version %d (%d bytes, closed) nor %d (%d bytes, in flight)",
+			len(got), head, w.acked, len(versions[w.acked]), w.attempted, len(versions[w.attempted]))
+	}
+	b.Stop()
 }
