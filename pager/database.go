@@ -607,7 +607,7 @@ func (db *Database) pruneLocked() {
 // not stored anywhere (past the end, the lock page) read as zeros.
 func (db *Database) readPage(ctx context.Context, v view, pgno uint32, dst []byte) error {
 	head := v.head
-	if pgno == 0 || pgno > head.Pages || pgno == lockPgno(head.PageSize) {
+	if pgno == 0 || pgno > head.Pages || (pgno == lockPgno(head.PageSize) && !head.Plain) {
 		clear(dst)
 		return nil
 	}

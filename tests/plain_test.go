@@ -6,6 +6,10 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -92,6 +96,25 @@ func TestPlainFiles(t *testing.T) {
 	eventually(t, "B after the append", string(want), func() string { b, _ := os.ReadFile(b.Path("notes.txt")); return string(b) })
 	if st, err := os.Stat(b.Path("notes.txt")); err != nil || st.Size() != int64(len(want)) {
 		t.Fatalf("B stats notes.txt: %v, size want %d", err, len(want))
+	}
+	// The CLI: ls says plain, verify passes, export writes the bytes.
+	cli := func(args ...string) string {
+		t.Helper()
+		args = append([]string{args[0], "--etcd", strings.Join(sharedEtcd.Endpoints(), ","), "--prefix", a.Prefix}, args[1:]...)
+		out, err := exec.Command(kvfsBinary(t), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kvfs %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := cli("ls"); !regexp.MustCompile(`(?m)^notes\.txt +plain `).MatchString(out) {
+		t.Fatalf("kvfs ls does not show notes.txt as plain:\n%s", out)
+	}
+	cli("verify", "notes.txt")
+	exported := filepath.Join(t.TempDir(), "notes.txt")
+	cli("export", "notes.txt", exported)
+	if got := readFile(t, exported); !bytes.Equal(got, want) {
+		t.Fatalf("kvfs export wrote %d bytes, want %d", len(got), len(want))
 	}
 
 	// Rename and unlink, seen on B.

@@ -131,16 +131,19 @@ func exportSnapshot(ctx context.Context, snap *pager.Snapshot, w io.Writer, prog
 	for first := uint32(1); first <= head.Pages; first += uint32(per) {
 		n := min(uint32(per), head.Pages-first+1)
 		chunk := buf[:int(n)*ps]
-		if _, err := snap.ReadAt(ctx, chunk, int64(first-1)*int64(ps)); err != nil {
+		off := int64(first-1) * int64(ps)
+		got, err := snap.ReadAt(ctx, chunk, off)
+		if err != nil && !(err == io.EOF && off+int64(got) == head.Size()) {
 			return 0, fmt.Errorf("read pages %d-%d: %w", first, first+n-1, err)
 		}
+		clear(chunk[got:]) // a plain file's last page, past its size
 		for i := uint32(0); i < n; i++ {
 			sum = ltx.UpdateChecksum(sum, first+i, nil, chunk[int(i)*ps:int(i+1)*ps])
 		}
-		if _, err := w.Write(chunk); err != nil {
+		if _, err := w.Write(chunk[:got]); err != nil {
 			return 0, err
 		}
-		prog.Add(int64(len(chunk)))
+		prog.Add(int64(got))
 	}
 	prog.Done(fmt.Sprintf("%d pages at txid %d", head.Pages, head.TXID))
 	return sum, nil
