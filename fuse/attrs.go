@@ -105,9 +105,23 @@ func (n *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.Attr
 	if err != nil {
 		return n.fsys.errno("getattr", n.id, err)
 	}
-	out.Nlink = 2
-	fillAttrs(&out.Attr, syscall.S_IFDIR, a)
+	fillDirAttrs(&out.Attr, a)
 	return 0
+}
+
+// fillDirAttrs reports a directory's attributes. Its times are those of
+// its creation or last chmod/chown (kvfs does not store a directory's
+// mtime at each name change). Nlink is 1, as on btrfs: "unknown", so that
+// fts(3) and find stat every entry instead of counting subdirectories from
+// it (with 2, `rm -r` and Tcl's `file delete -force` took a subdirectory
+// for a file).
+func fillDirAttrs(out *gofuse.Attr, a pager.Attrs) {
+	fillAttrs(out, syscall.S_IFDIR, a)
+	out.Nlink = 1
+	if a.Changed > 0 {
+		t := time.UnixMilli(a.Changed)
+		out.SetTimes(&t, &t, &t)
+	}
 }
 
 // Setattr of a directory stores its mode and owner (chmod 1777 of the root

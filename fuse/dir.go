@@ -79,7 +79,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 			if d, ok := inode.Operations().(*dbNode); ok {
 				d.fill(&out.Attr)
 			} else {
-				fillAttrs(&out.Attr, syscall.S_IFDIR, inode.Operations().(*dirNode).attrs.cached())
+				fillDirAttrs(&out.Attr, inode.Operations().(*dirNode).attrs.cached())
 			}
 			return inode, 0
 		}
@@ -93,8 +93,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 		if err != nil {
 			return nil, fsys.errno("lookup", name, err)
 		}
-		out.Nlink = 2
-		fillAttrs(&out.Attr, syscall.S_IFDIR, a)
+		fillDirAttrs(&out.Attr, a)
 		return child.EmbeddedInode(), 0
 	}
 	d, err := fsys.database(ctx, n, name, e.ID)
@@ -275,7 +274,9 @@ func (n *dirNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Er
 	}
 	fsys.mu.Unlock()
 	slices.SortFunc(out, func(a, b gofuse.DirEntry) int { return strings.Compare(a.Name, b.Name) })
-	return fs.NewListDirStream(out), 0
+	// "." and "..", as a local file system lists them.
+	dots := []gofuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR}, {Name: "..", Mode: syscall.S_IFDIR}}
+	return fs.NewListDirStream(append(dots, out...)), 0
 }
 
 func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, _ fs.FileHandle, _ uint32, errno syscall.Errno) {
@@ -408,8 +409,7 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofu
 	}
 	child := n.dirChild(ctx, name, e.ID)
 	got, _ := child.attrs.get(ctx, fsys.opts.Pager, e.ID, fsys.opts.AttrTimeout)
-	out.Nlink = 2
-	fillAttrs(&out.Attr, syscall.S_IFDIR, got)
+	fillDirAttrs(&out.Attr, got)
 	return child.EmbeddedInode(), 0
 }
 

@@ -262,14 +262,21 @@ func (s *sideNode) header() ([]byte, error) {
 
 // sizeLocked is the spool file's size; the kernel may have written it.
 func (s *sideNode) sizeLocked() int64 {
+	size, _ := s.statLocked()
+	return size
+}
+
+// statLocked returns the size and modification time of the side file's
+// backing file (zero without one).
+func (s *sideNode) statLocked() (int64, time.Time) {
 	if s.f == nil {
-		return 0
+		return 0, time.Time{}
 	}
 	fi, err := s.f.Stat()
 	if err != nil {
-		return 0
+		return 0, time.Time{}
 	}
-	return fi.Size()
+	return fi.Size(), fi.ModTime()
 }
 
 func allZero(b []byte) bool {
@@ -281,7 +288,12 @@ func (s *sideNode) fill(a *gofuse.Attr) {
 	defer s.mu.Unlock()
 	fillAttrs(a, syscall.S_IFREG, s.attrs)
 	a.Nlink = 1
-	a.Size = uint64(s.sizeLocked())
+	size, mtime := s.statLocked()
+	a.Size = uint64(size)
+	if !mtime.IsZero() {
+		// The host's own file: its times are this host's writes.
+		a.SetTimes(&mtime, &mtime, &mtime)
+	}
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 4096
 }

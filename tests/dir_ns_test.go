@@ -425,3 +425,51 @@ func TestAutocommitCostsOneTxn(t *testing.T) {
 		t.Fatalf("%d autocommit inserts cost %d etcd transactions and %d reads, want about %d and none", n, txns, reads, n)
 	}
 }
+
+// TestTreeRemovalAndAttrs: a tree of directories, databases, journals and
+// plain files is removed by the tools that walk it (rm -r, and Tcl's `file
+// delete -force`, which SQLite's test suite uses and which trusts a
+// directory's link count: with 2 it took a subdirectory for a file);
+// listings hold "." and ".."; directories and side files have real times.
+func TestTreeRemovalAndAttrs(t *testing.T) {
+	m := mountKVFS(t, mountOpts{})
+	build := func(top string) {
+		t.Helper()
+		if err := os.MkdirAll(m.Path(top+"/d1234567890/sub/deeper"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mustSQL(t, m.Path(top+"/d1234567890/sub/x.db"), "create table t(x); insert into t values (1);")
+		if err := os.WriteFile(m.Path(top+"/d1234567890/notes.txt"), []byte("plain\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build("a")
+	if out, err := exec.Command("ls", "-a", m.Path("a")).Output(); err != nil || string(out) != ".\n..\nd1234567890\n" {
+		t.Fatalf("ls -a: %q %v", out, err)
+	}
+	for _, p := range []string{"a", "a/d1234567890/sub"} {
+		st, err := os.Stat(m.Path(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if age := time.Since(st.ModTime()); age < 0 || age > time.Minute {
+			t.Fatalf("%s: mtime %v, want about now", p, st.ModTime())
+		}
+	}
+	if out, err := exec.Command("rm", "-r", m.Path("a")).CombinedOutput(); err != nil {
+		t.Fatalf("rm -r: %v %s", err, out)
+	}
+	if tclsh, err := exec.LookPath("tclsh"); err != nil {
+		t.Log("no tclsh (apt-get install tcl): Tcl's file delete -force not tried")
+	} else {
+		build("b")
+		cmd := exec.Command(tclsh)
+		cmd.Stdin = strings.NewReader("file delete -force " + m.Path("b") + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+			t.Fatalf("tclsh file delete -force: %v %s", err, out)
+		}
+	}
+	if ents, err := os.ReadDir(m.Dir); err != nil || len(ents) != 0 {
+		t.Fatalf("after removing the trees the root lists %v (%v)", ents, err)
+	}
+}
