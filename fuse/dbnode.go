@@ -77,6 +77,9 @@ var (
 type dbHandle struct {
 	d     *dbNode
 	wrote bool
+	// notSQLite marks a handle SQLite never opens a database with: write
+	// only, or truncating (cp). Its writes are never a WAL checkpoint's.
+	notSQLite bool
 	// failed is the error of a write or truncate through the handle that
 	// was refused (quota, plain-file size limit). A writer that is not
 	// SQLite then commits nothing at its fsync or close, which fail too:
@@ -197,7 +200,7 @@ func (d *dbNode) open(ctx context.Context, flags uint32, created bool) (fs.FileH
 		d.startAgentLocked()
 		d.mu.Unlock()
 	}
-	h := &dbHandle{d: d}
+	h := &dbHandle{d: d, notSQLite: flags&syscall.O_TRUNC != 0 || flags&syscall.O_ACCMODE == syscall.O_WRONLY}
 	if flags&syscall.O_TRUNC != 0 && write && (d.db.Head().Pages > 0 || created) {
 		if err := d.truncate(ctx, 0, h); err != nil {
 			return nil, 0, d.fsys.errno("open", d.name, err)
@@ -261,7 +264,7 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 	d.awaitAgent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if ovl := d.checkpointTargetLocked(ctx); ovl != nil {
+	if ovl := d.checkpointTargetLocked(ctx, h); ovl != nil {
 		// A checkpoint copying WAL frames into the file: already committed.
 		n, err := ovl.WriteAt(ctx, data, off)
 		if err != nil {
@@ -312,10 +315,13 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 }
 
 // checkpointTargetLocked returns the overlay a write of the database file
-// goes to: in WAL mode, outside a rollback-journal transaction, SQLite
-// writes the file only to checkpoint. Nil otherwise.
-func (d *dbNode) checkpointTargetLocked(ctx context.Context) *pager.Overlay {
-	if d.tx != nil || !d.walModeLocked(ctx) || d.journalActive() {
+// through h goes to: in WAL mode, outside a rollback-journal transaction,
+// SQLite writes the file only to checkpoint. Nil otherwise, and nil for a
+// handle SQLite would never open (cp over a database whose -wal a crash
+// left behind) or none (truncate(2) of the path): such writes commit as
+// any writer's that is not SQLite.
+func (d *dbNode) checkpointTargetLocked(ctx context.Context, h *dbHandle) *pager.Overlay {
+	if d.tx != nil || h == nil || h.notSQLite || !d.walModeLocked(ctx) || d.journalActive() {
 		return nil
 	}
 	return d.ovl
@@ -325,7 +331,8 @@ func (d *dbNode) checkpointTargetLocked(ctx context.Context) *pager.Overlay {
 func (d *dbNode) truncate(ctx context.Context, size int64, f fs.FileHandle) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if ovl := d.checkpointTargetLocked(ctx); ovl != nil {
+	h, _ := f.(*dbHandle)
+	if ovl := d.checkpointTargetLocked(ctx, h); ovl != nil {
 		return ovl.Truncate(size)
 	}
 	if size == d.db.Head().Size() && d.tx == nil {
@@ -437,6 +444,12 @@ func (d *dbNode) commitLocked(ctx context.Context, why string) error {
 		return nil
 	}
 	_, err := tx.Commit(ctx)
+	if err == nil && d.ovl != nil {
+		// A writer that is not SQLite rewrote a database with a -wal here:
+		// the file is the new commit (SQLite will recover the log over it,
+		// as over a local file).
+		d.walFoldLocked(ctx, walApplied)
+	}
 	return d.afterCommitLocked(ctx, why, err)
 }
 
