@@ -21,6 +21,7 @@ import (
 type noOpendirFS struct {
 	gofuse.RawFileSystem
 
+	ttl      time.Duration // listingTTL; tests shorten it
 	mu       sync.Mutex
 	listings map[uint64]*listing // by directory node id
 }
@@ -39,7 +40,7 @@ type listing struct {
 const listingTTL = 10 * time.Second
 
 func newNoOpendirFS(raw gofuse.RawFileSystem) *noOpendirFS {
-	return &noOpendirFS{RawFileSystem: raw, listings: map[uint64]*listing{}}
+	return &noOpendirFS{RawFileSystem: raw, ttl: listingTTL, listings: map[uint64]*listing{}}
 }
 
 func (n *noOpendirFS) OpenDir(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
@@ -69,7 +70,7 @@ func (n *noOpendirFS) withHandle(cancel <-chan struct{}, in *gofuse.ReadIn, read
 	n.mu.Lock()
 	var done []*listing
 	for _, l := range n.listings {
-		if l.readers == 0 && now.Sub(l.used) > listingTTL {
+		if l.readers == 0 && now.Sub(l.used) > n.ttl {
 			delete(n.listings, l.id)
 			done = append(done, l)
 		}
@@ -91,16 +92,17 @@ func (n *noOpendirFS) withHandle(cancel <-chan struct{}, in *gofuse.ReadIn, read
 			return st
 		}
 		l = &listing{id: in.NodeId, fh: opened.Fh, used: now, readers: 1}
+		var replaced []*listing // not done: its listings are released already
 		n.mu.Lock()
 		if old := n.listings[in.NodeId]; old != nil {
 			old.stale = true
 			if old.readers == 0 {
-				done = append(done[:0], old)
+				replaced = append(replaced, old)
 			}
 		}
 		n.listings[in.NodeId] = l
 		n.mu.Unlock()
-		n.release(in.InHeader, done)
+		n.release(in.InHeader, replaced)
 	}
 	withFh := *in
 	withFh.Fh = l.fh
