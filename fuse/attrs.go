@@ -101,6 +101,7 @@ func (c *dirAttrs) set(a pager.Attrs) {
 
 func (n *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
 	defer n.fsys.recoverErrno("getattr", &errno)
+	ctx = uninterruptible(ctx)
 	a, err := n.attrs.get(ctx, n.fsys.opts.Pager, n.id, n.fsys.opts.AttrTimeout)
 	if err != nil {
 		return n.fsys.errno("getattr", n.id, err)

@@ -139,6 +139,7 @@ func (d *dbNode) size() int64 {
 
 func (d *dbNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("getattr", &errno)
+	ctx = uninterruptible(ctx)
 	d.fill(&out.Attr)
 	return 0
 }
@@ -165,6 +166,7 @@ func (d *dbNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAtt
 
 func (d *dbNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ uint32, errno syscall.Errno) {
 	defer d.fsys.recoverErrno("open", &errno)
+	ctx = uninterruptible(ctx)
 	return d.open(ctx, flags, false)
 }
 
@@ -215,6 +217,7 @@ var testHookRead atomic.Pointer[func()]
 
 func (d *dbNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
 	defer d.fsys.recoverErrno("read", &errno)
+	ctx = uninterruptible(ctx)
 	if hook := testHookRead.Load(); hook != nil {
 		(*hook)()
 	}

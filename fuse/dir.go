@@ -6,7 +6,9 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
@@ -23,6 +25,51 @@ type dirNode struct {
 	fsys  *FS
 	id    string // pager.RootDir for the root
 	attrs dirAttrs
+
+	// The directory's names as last read from etcd, kept for listingTTL:
+	// the kernel reads a listing in many READDIRs (each opens the
+	// directory anew: see nodir.go), and one range read serves them all.
+	// Any change of a name in the directory drops it (dropListing).
+	listMu   sync.Mutex
+	listing  []pager.DirEntry
+	listedAt time.Time
+}
+
+// listingTTL bounds how long a directory's names are served from the
+// listing (a change this host does not hear of shows after that).
+const listingTTL = time.Second
+
+// entries returns the directory's names: the listing, or a fresh one.
+func (n *dirNode) entries(ctx context.Context) ([]pager.DirEntry, error) {
+	n.listMu.Lock()
+	defer n.listMu.Unlock()
+	if n.listing != nil && time.Since(n.listedAt) < listingTTL {
+		return n.listing, nil
+	}
+	ents, err := n.fsys.opts.Pager.ReadDir(ctx, n.id)
+	if err != nil {
+		return nil, err
+	}
+	if ents == nil {
+		ents = []pager.DirEntry{}
+	}
+	n.listing, n.listedAt = ents, time.Now()
+	return ents, nil
+}
+
+// dropListing forgets the directory's listing: a name in it changed.
+func (n *dirNode) dropListing() {
+	n.listMu.Lock()
+	n.listing = nil
+	n.listMu.Unlock()
+}
+
+// listingChanged drops the listing after an operation on the directory's
+// names that succeeded (*errno 0), so that the next READDIR shows it.
+func (n *dirNode) listingChanged(errno *syscall.Errno) {
+	if *errno == 0 {
+		n.dropListing()
+	}
 }
 
 var (
@@ -57,6 +104,7 @@ func (n *dirNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) sysc
 func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("lookup", &errno)
+	ctx = uninterruptible(ctx)
 	if _, ok := isSide(name); ok {
 		fsys.mu.Lock()
 		s := fsys.sides[sideKey(n.id, name)]
@@ -147,6 +195,7 @@ func (fsys *FS) nameChanged(dir, name string) {
 	dn := fsys.dirs[dir]
 	fsys.mu.Unlock()
 	if dn != nil {
+		dn.dropListing()
 		dn.NotifyEntry(name)
 		dn.NotifyContent(0, 0)
 	}
@@ -254,7 +303,8 @@ func (fsys *FS) openedAt(p string) *dbNode {
 func (n *dirNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("readdir", &errno)
-	ents, err := fsys.opts.Pager.ReadDir(ctx, n.id)
+	ctx = uninterruptible(ctx)
+	ents, err := n.entries(ctx)
 	if err != nil {
 		return nil, fsys.errno("readdir", n.id, err)
 	}
@@ -282,6 +332,7 @@ func (n *dirNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Er
 func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, _ fs.FileHandle, _ uint32, errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("create", &errno)
+	defer n.listingChanged(&errno)
 	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return nil, nil, 0, syscall.EROFS
@@ -336,6 +387,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 func (n *dirNode) Unlink(ctx context.Context, name string) (errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("unlink", &errno)
+	defer n.listingChanged(&errno)
 	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return syscall.EROFS
@@ -394,6 +446,7 @@ func (n *dirNode) Unlink(ctx context.Context, name string) (errno syscall.Errno)
 func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (_ *fs.Inode, errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("mkdir", &errno)
+	defer n.listingChanged(&errno)
 	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return nil, syscall.EROFS
@@ -416,6 +469,7 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofu
 func (n *dirNode) Rmdir(ctx context.Context, name string) (errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("rmdir", &errno)
+	defer n.listingChanged(&errno)
 	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return syscall.EROFS
@@ -436,6 +490,7 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) (errno syscall.Errno) 
 func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) (errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("rename", &errno)
+	defer n.listingChanged(&errno)
 	ctx = uninterruptible(ctx)
 	if fsys.opts.ReadOnly {
 		return syscall.EROFS
@@ -444,6 +499,7 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	if !ok || flags&renameExchange != 0 {
 		return syscall.EINVAL
 	}
+	defer np.listingChanged(&errno)
 	if _, side := isSide(name); side {
 		return syscall.EXDEV
 	}

@@ -165,9 +165,11 @@
 // changes, so another host's rename or removal shows at once, not when the
 // entry expires; it drops the kernel's cached listing of the directory too
 // (the kernel keeps listings across opens on a file system without
-// OPENDIR). The READDIRs of one listing read on from the directory handle
-// the first opened (nodir.go), so a listing costs one range read, and
-// READDIRPLUS is off: it would look up, and open, every database listed.
+// OPENDIR). The READDIRs of one listing are served from the directory's
+// names as read from etcd within the last second (dirNode.entries; any
+// change of a name in the directory drops them), so a listing costs one
+// range read, and READDIRPLUS is off: it would look up, and open, every
+// database listed.
 // A mount moves the flat catalog of an older kvfs into the root first
 // (pager.Upgrade).
 //

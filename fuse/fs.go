@@ -194,7 +194,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
 	})
-	server, err := gofuse.NewServer(newNoOpendirFS(raw), mountpoint, &mo)
+	server, err := gofuse.NewServer(noOpendirFS{raw}, mountpoint, &mo)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
@@ -307,9 +307,12 @@ func isSide(name string) (db string, ok bool) {
 	return name[:loc[0]], true
 }
 
-// uninterruptible keeps a mutating operation going when the kernel sends
+// uninterruptible keeps an operation going when the kernel sends
 // FUSE_INTERRUPT (a signal reached the calling thread — Go's preemption
-// signal is enough): a commit point that answered EINTR after its commit
-// landed would tell SQLite it failed. The operation completes or fails on
-// its own terms; etcd requests keep their own deadlines.
+// signal is enough, so a Go program gets them all the time): a commit
+// point that answered EINTR after its commit landed would tell SQLite it
+// failed, and a lookup that answered EINTR failed the rmdir, rename, stat
+// or open it was part of, which few programs retry. Every handler that
+// may wait on etcd uses it; the operation completes or fails on its own
+// terms, within the etcd request deadline.
 func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

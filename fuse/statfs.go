@@ -48,6 +48,7 @@ func (c *spaceCache) get(ctx context.Context, space func(context.Context) (int64
 func (n *dirNode) Statfs(ctx context.Context, out *gofuse.StatfsOut) (errno syscall.Errno) {
 	fsys := n.fsys
 	defer fsys.recoverErrno("statfs", &errno)
+	ctx = uninterruptible(ctx)
 	out.Bsize, out.Frsize = statfsBlock, statfsBlock
 	out.NameLen = etcdstore.MaxNameLen
 	if fsys.opts.Space == nil {

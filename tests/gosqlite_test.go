@@ -4,7 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	_ "github.com/mattn/go-sqlite3"
 
@@ -83,5 +88,55 @@ func TestGoSQLite(t *testing.T) {
 				t.Fatalf("after new lease: count %d %v", n, err)
 			}
 		})
+	}
+}
+
+// TestSignalledCaller: a Go program's threads get signals all the time
+// (the runtime's preemption), and each one that lands during a FUSE
+// request makes the kernel send FUSE_INTERRUPT. kvfs finishes the request
+// anyway: stat, mkdir and rmdir (system calls Go does not retry on EINTR)
+// of names the kernel must look up in etcd each time (entries are cached
+// for 1 ms) never fail with EINTR while this thread is signalled without
+// pause.
+func TestSignalledCaller(t *testing.T) {
+	m := mountKVFS(t, mountOpts{EntryTimeout: time.Millisecond})
+	const names = 8
+	for i := range names {
+		mustSQL(t, m.Path(fmt.Sprintf("s%d.db", i)), "create table t(x);")
+	}
+	runtime.LockOSThread() // the calls run on this thread, which is signalled
+	defer runtime.UnlockOSThread()
+	tid := syscall.Gettid()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				syscall.Tgkill(os.Getpid(), tid, syscall.SIGURG) // what preemption sends
+				time.Sleep(10 * time.Microsecond)
+			}
+		}
+	}()
+	var failures []string
+	for i := 0; i < 500 && len(failures) < 5; i++ {
+		var st syscall.Stat_t
+		if err := syscall.Stat(m.Path(fmt.Sprintf("s%d.db", i%names)), &st); err != nil {
+			failures = append(failures, fmt.Sprintf("stat %d: %v", i, err))
+		}
+		dir := m.Path(fmt.Sprintf("d%d", i%names))
+		if err := syscall.Mkdir(dir, 0o755); err != nil {
+			failures = append(failures, fmt.Sprintf("mkdir %d: %v", i, err))
+		} else if err := syscall.Rmdir(dir); err != nil {
+			failures = append(failures, fmt.Sprintf("rmdir %d: %v", i, err))
+		}
+	}
+	close(stop)
+	<-done
+	if len(failures) > 0 {
+		t.Fatalf("system calls failed while signalled:\n%s", strings.Join(failures, "\n"))
 	}
 }
