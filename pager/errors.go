@@ -39,8 +39,7 @@ var (
 	ErrQuotaExceeded = errors.New("database quota exceeded")
 
 	// ErrInvalidWrite is returned for a write kvfs cannot accept: a
-	// negative offset or size, or a SQLite header that changes a database's
-	// page size.
+	// negative offset or size, or one past the largest file.
 	ErrInvalidWrite = errors.New("invalid write")
 
 	// ErrFileTooLarge is returned when a write or truncate would take a

@@ -94,9 +94,22 @@ func TestFirstWriteSetsPageSize(t *testing.T) {
 	if tx.PageSize() != 65536 {
 		t.Fatalf("page size %d", tx.PageSize())
 	}
-	// Changing the page size later is refused.
-	if _, err := tx.WriteAt(ctx, sqlitePage1(4096, 0), 0); !errors.Is(err, ErrInvalidWrite) {
+	// A later header with another page size (VACUUM to a new page size)
+	// keeps the stored one; the file is kept byte for byte, as plain.
+	image := append(sqlitePage1(4096, 0), pageOf(4096, 2, 0)...)
+	if _, err := tx.WriteAt(ctx, image, 0); err != nil {
 		t.Fatalf("page size change: %v", err)
+	}
+	if err := tx.Truncate(ctx, int64(len(image))); err != nil {
+		t.Fatal(err)
+	}
+	info, err := tx.Commit(ctx)
+	if err != nil || !info.Head.Plain || info.Head.PageSize != 65536 || info.Head.Size() != 8192 {
+		t.Fatalf("commit after a page size change: %+v %v, want a plain file of 8192 bytes in one 64 KiB page", info.Head, err)
+	}
+	got := make([]byte, 9000)
+	if n, _ := readLatest(t, db, got, 0); n != 8192 || !bytes.Equal(got[:n], image) {
+		t.Fatalf("after a page size change: %d bytes, not the image written", n)
 	}
 }
 

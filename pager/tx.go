@@ -20,10 +20,10 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 // Writes are file-style (WriteAt) or whole pages (WritePage). A write that
 // covers part of a page is a read-modify-write of that page. The first
 // write of an empty file sets the page size: a SQLite header's at offset
-// 0, else PlainPageSize, and the file is plain (Head.Plain). A later write
-// of a database's page 1 that changes the page size fails with
-// ErrInvalidWrite (VACUUM into another page size is not supported). Any
-// content and size are accepted; the commit finds whether the result is
+// 0, else PlainPageSize, and the file is plain (Head.Plain). A later
+// header with another page size (VACUUM or a backup changing it) keeps
+// the stored page size and makes the file plain. Any content and size are
+// accepted; the commit finds whether the result is
 // a database or a plain file (plainLocked). A plain file's last page is
 // zero past its size.
 type Tx struct {
@@ -164,8 +164,10 @@ func (tx *Tx) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	if off == 0 && len(p) >= 18 && !tx.plain {
 		if got, err := headerPageSize(p, 0); err == nil && got != tx.pageSize {
-			return 0, fmt.Errorf("write page 1: page size %d, database has %d (changing the page size is not supported): %w",
-				got, tx.pageSize, ErrInvalidWrite)
+			// SQLite changing the page size (VACUUM, a backup into this
+			// file): the file keeps its pages of tx.pageSize bytes and is
+			// stored as plain, byte for byte, until it is emptied.
+			tx.plain = true
 		}
 	}
 	if last := (end + ps - 1) / ps; tx.quota.MaxPages > 0 && last > tx.quota.MaxPages && last > int64(tx.base.Pages) {

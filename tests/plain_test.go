@@ -214,3 +214,29 @@ func TestPlainFileLimits(t *testing.T) {
 		t.Fatalf("after ENOSPC: %d bytes, not the %d of the last commit", len(got), len(last))
 	}
 }
+
+// TestPageSizeChange: SQLite changing a database's page size (VACUUM after
+// PRAGMA page_size, a backup restored over it) gives what it gives on a
+// local disk; kvfs keeps the file byte for byte in its old pages, and
+// another host reads the same rows.
+func TestPageSizeChange(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	src := filepath.Join(t.TempDir(), "src.db")
+	mustSQL(t, src, "pragma page_size=8192; create table u(y); insert into u values ('restored');")
+	steps := []string{
+		"pragma page_size=1024; create table t(x); with recursive n(i) as (select 1 union all select i+1 from n where i < 500) insert into t select randomblob(300) from n;",
+		"pragma page_size=4096; vacuum; pragma page_size; select count(*) from t; pragma integrity_check;",
+		".restore " + src + "\npragma page_size; select y from u; pragma integrity_check;",
+		"pragma page_size=512; vacuum; pragma page_size; select y from u; pragma integrity_check;",
+	}
+	local := filepath.Join(t.TempDir(), "ps.db")
+	for i, sql := range steps {
+		want, wantErr := runSQL(local, sql)
+		got, gotErr := runSQL(a.Path("ps.db"), sql)
+		if got != want || (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("step %d: kvfs %q (%v), local %q (%v)", i, got, gotErr, want, wantErr)
+		}
+	}
+	eventuallySQL(t, "B reads the database", b.Path("ps.db"), "pragma page_size; select y from u;", "512\nrestored\n")
+}
