@@ -107,6 +107,7 @@ type walLog struct {
 	hdr       walHeader
 	valid     bool  // hdr holds a valid header
 	committed int64 // frames of this generation committed (in etcd)
+	written   int64 // highest frame whose page this generation wrote
 	cks1      uint32
 	cks2      uint32
 	pending   bool // a commit frame past committed does not chain yet
@@ -126,7 +127,12 @@ func (w *walLog) setHeader(h walHeader) {
 }
 
 // touched returns the frame (1-based) whose header a write of n bytes at
-// off rewrites, or whose page it completes; 0 if neither.
+// off rewrites, or whose page it completes; 0 if neither. A header write
+// counts only over a frame whose page this generation wrote already
+// (walRewriteChecksums): SQLite writes every new frame as its header, then
+// its page, and what lies beyond the header until the page lands is an
+// older generation's frame, which may even hold the same bytes (an empty
+// b-tree page): taking that for the frame committed it a write early.
 func (w *walLog) touched(off int64, n int) int64 {
 	if !w.valid || off < walHeaderSize {
 		return 0
@@ -136,11 +142,23 @@ func (w *walLog) touched(off int64, n int) int64 {
 	frame, in := rel/fs+1, rel%fs
 	switch {
 	case in == 0 && n == walFrameHeaderSize:
-		return frame // a header rewrite (walRewriteChecksums)
+		if frame <= w.written {
+			return frame // a header rewrite (walRewriteChecksums)
+		}
 	case (rel+int64(n))%fs == 0:
 		return (rel + int64(n)) / fs // the write ends frame k's page
 	}
 	return 0
+}
+
+// wrote records a write of n bytes at off: the frames whose pages it ends.
+func (w *walLog) wrote(off int64, n int) {
+	if !w.valid || off < walHeaderSize {
+		return
+	}
+	if end := off + int64(n) - walHeaderSize; end >= w.frameSize() {
+		w.written = max(w.written, end/w.frameSize())
+	}
 }
 
 // firstTouched returns the first frame a write of n bytes at off reaches.

@@ -60,8 +60,10 @@ func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64) (int, e
 		s.mu.Unlock()
 		return n, err
 	}
+	k := w.touched(off, len(data))
+	w.wrote(off, len(data))
 	var txn *walTxn
-	if k := w.touched(off, len(data)); k > w.committed && w.commitFrame(s.f, k) {
+	if k > w.committed && w.commitFrame(s.f, k) {
 		if txn, err = w.next(s.f, s.sizeLocked()); err != nil {
 			s.mu.Unlock()
 			return 0, err
