@@ -125,6 +125,17 @@ func TestWALTouched(t *testing.T) {
 	var w walLog
 	w.setHeader(h)
 	fs := w.frameSize()
+	// A header written before its frame's page is the first half of a new
+	// frame, not a rewrite: it completes nothing.
+	for _, off := range []int64{walHeaderSize, walHeaderSize + 2*fs} {
+		if got := w.touched(off, walFrameHeaderSize); got != 0 {
+			t.Errorf("touched(%d, %d) before any page = %d, want 0", off, walFrameHeaderSize, got)
+		}
+	}
+	w.wrote(walHeaderSize, int(3*fs)) // frames 1 to 3 written
+	if w.written != 3 {
+		t.Fatalf("written %d after three frames, want 3", w.written)
+	}
 	for _, tc := range []struct {
 		off  int64
 		n    int
