@@ -7,6 +7,10 @@
 #   make bench             side-by-side benchmarks (native SQLite, kvfs on embedded/separate/3-member etcd,
 #                          raw etcd); writes bench-results/bench-DATE[-quick].{json,md}; BENCH_QUICK=1: < 3 min
 #   make bench-go          Go micro-benchmarks (ltx, etcdstore, pager); results in bench-out/
+#   make test-sqlite       SQLite's own TCL test suite (testfixture of the distribution's sqlite3
+#                          source) on a kvfs mount and on a local directory, side by side; writes
+#                          .sqlite-suite/results-DATE.md; SQLITE_TESTS="trans wal" picks test files.
+#                          Not part of `make test`; tests/sqlite-suite/run.sh --help
 #
 # Integration-tier tests have "Cluster" or "Integration" in their names and
 # skip unless KVFS_INTEGRATION=1; TestSustainedLoad runs a short load in
@@ -24,7 +28,7 @@ STATICCHECK_VERSION := v0.8.2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 export KVFS_ETCD_BIN := $(BIN)/etcd-server
 
-.PHONY: all build run deps test test-unit test-race test-integration bench bench-go lint sweep clean install
+.PHONY: all build run deps test test-unit test-race test-integration bench bench-go test-sqlite lint sweep clean install
 
 all: build
 
@@ -79,6 +83,15 @@ bench: deps sweep build
 bench-go: $(BIN)/etcd-server
 	@mkdir -p bench-out
 	$(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-2s} -count $${BENCHCOUNT:-1} ./ltx ./etcdstore ./pager | tee bench-out/go-bench.txt
+
+# test-sqlite runs SQLite's TCL test files with testfixture twice, in a fresh
+# local directory and in a fresh directory on a fresh kvfs mount, and prints
+# errors/tests of both side by side (issue 19). The sqlite3 source package and
+# the testfixture built from it are cached in $(SQLITE_SUITE_DIR).
+SQLITE_SUITE_DIR ?= $(CURDIR)/.sqlite-suite
+
+test-sqlite: deps build
+	SQLITE_SUITE_DIR=$(SQLITE_SUITE_DIR) KVFS_BIN=$(BIN)/kvfs $(SHELL) tests/sqlite-suite/run.sh
 
 # install puts kvfs, its systemd unit and (if absent) the example config in place.
 install: build
