@@ -139,7 +139,6 @@ func (d *dbNode) size() int64 {
 
 func (d *dbNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
 	defer d.fsys.recoverErrno("getattr", &errno)
-	ctx = uninterruptible(ctx)
 	d.fill(&out.Attr)
 	return 0
 }
@@ -346,7 +345,7 @@ func (d *dbNode) truncate(ctx context.Context, size int64, f fs.FileHandle) erro
 		return err
 	}
 	err = tx.Truncate(ctx, size)
-	if h, ok := f.(*dbHandle); ok {
+	if h != nil {
 		h.wrote = true
 		d.writer = h
 		if err != nil {
