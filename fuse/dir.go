@@ -190,15 +190,86 @@ func (n *dirNode) dirChild(ctx context.Context, name, id string) *dirNode {
 // across opens (it does for every directory of a file system without
 // OPENDIR) until the directory's inode is invalidated; its own creates,
 // unlinks and renames through this mount update it.
-func (fsys *FS) nameChanged(dir, name string) {
+//
+// A change this host made through the mount is passed over: the kernel
+// knows it already, and dropping the entry of a directory a process has
+// just made and entered would leave the process unable to name its
+// working directory (getcwd fails with ENOENT).
+func (fsys *FS) nameChanged(dir, name string, e pager.Entry, gone bool) {
+	id := e.ID
+	if gone {
+		id = ""
+	}
 	fsys.mu.Lock()
 	dn := fsys.dirs[dir]
+	own := fsys.heardOwnLocked(sideKey(dir, name), id)
 	fsys.mu.Unlock()
-	if dn != nil {
-		dn.dropListing()
-		dn.NotifyEntry(name)
-		dn.NotifyContent(0, 0)
+	if dn == nil || own {
+		return
 	}
+	dn.dropListing()
+	dn.NotifyEntry(name)
+	dn.NotifyContent(0, 0)
+}
+
+// ownChange is a name change made through this mount: the id the name
+// stands for after it ("" when removed) and when it was made.
+type ownChange struct {
+	id string
+	at time.Time
+}
+
+// ownChangeTTL is how long an own change waits to be heard back from
+// etcd (a watch that restarted may never report it).
+const ownChangeTTL = 10 * time.Second
+
+// Kinds of own changes (ownChange.id besides a database's or directory's).
+const (
+	ownRemoved = ""  // the name was removed
+	ownPut     = "*" // the name now stands for something new
+)
+
+// makingHere records, before this host changes name in directory dir
+// through the mount, what the change will be (ownPut or ownRemoved): etcd
+// may report it before the operation returns. The caller calls the
+// returned function with the operation's outcome; a failed change is
+// forgotten.
+func (fsys *FS) makingHere(dir, name, kind string) func(failed bool) {
+	k := sideKey(dir, name)
+	c := ownChange{id: kind, at: time.Now()}
+	fsys.mu.Lock()
+	fsys.own[k] = append(fsys.own[k], c)
+	fsys.mu.Unlock()
+	return func(failed bool) {
+		if failed {
+			fsys.mu.Lock()
+			fsys.heardOwnLocked(k, kind)
+			fsys.mu.Unlock()
+		}
+	}
+}
+
+// heardOwnLocked reports whether a change of name k (to id, "" when
+// removed) is one this host made (makingHere), and forgets it; it forgets
+// expired ones too.
+func (fsys *FS) heardOwnLocked(k, id string) bool {
+	changes := fsys.own[k]
+	found := false
+	kept := changes[:0]
+	for _, c := range changes {
+		switch {
+		case !found && (c.id == id || (c.id == ownPut && id != ownRemoved)):
+			found = true
+		case time.Since(c.at) < ownChangeTTL:
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		delete(fsys.own, k)
+	} else {
+		fsys.own[k] = kept
+	}
+	return found
 }
 
 // database returns the node of database id, named base in directory dir,
@@ -359,8 +430,10 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		s.fill(&out.Attr)
 		return s.EmbeddedInode(), h, s.openFlags(), 0
 	}
+	done := fsys.makingHere(n.id, name, ownPut)
 	e, err := fsys.opts.Pager.CreateIn(ctx, n.id, name, creator(ctx, mode))
 	created := err == nil
+	done(!created)
 	if errors.Is(err, pager.ErrExists) {
 		if flags&syscall.O_EXCL != 0 {
 			return nil, nil, 0, syscall.EEXIST
@@ -435,7 +508,10 @@ func (n *dirNode) Unlink(ctx context.Context, name string) (errno syscall.Errno)
 	if err != nil {
 		return fsys.errno("unlink", name, err)
 	}
-	if err := d.remove(ctx); err != nil {
+	done := fsys.makingHere(n.id, name, ownRemoved)
+	err = d.remove(ctx)
+	done(err != nil)
+	if err != nil {
 		return fsys.errno("unlink", name, err)
 	}
 	fsys.forgetDB(d)
@@ -456,7 +532,9 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofu
 	}
 	a := creator(ctx, mode)
 	a.Mode = mode & 0o7777 // a directory keeps set-group-ID and sticky
+	done := fsys.makingHere(n.id, name, ownPut)
 	e, err := fsys.opts.Pager.Mkdir(ctx, n.id, name, a)
+	done(err != nil)
 	if err != nil {
 		return nil, fsys.errno("mkdir", name, err)
 	}
@@ -474,7 +552,10 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) (errno syscall.Errno) 
 	if fsys.opts.ReadOnly {
 		return syscall.EROFS
 	}
-	if err := fsys.opts.Pager.Rmdir(ctx, n.id, name); err != nil {
+	done := fsys.makingHere(n.id, name, ownRemoved)
+	err := fsys.opts.Pager.Rmdir(ctx, n.id, name)
+	done(err != nil)
+	if err != nil {
 		return fsys.errno("rmdir", name, err)
 	}
 	return 0
@@ -521,7 +602,12 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return syscall.EEXIST
 	}
 	rename := func(victim pager.Fence) error {
-		return p.Rename(ctx, n.id, name, np.id, newName, victim)
+		from := fsys.makingHere(n.id, name, ownRemoved)
+		to := fsys.makingHere(np.id, newName, ownPut)
+		err := p.Rename(ctx, n.id, name, np.id, newName, victim)
+		from(err != nil)
+		to(err != nil)
+		return err
 	}
 	if terr == nil && !target.Dir && !e.Dir && target.ID != e.ID {
 		// Over a database: under its lease, as its unlink would be.

@@ -111,6 +111,10 @@ type FS struct {
 	dbs    map[string]*dbNode   // by id
 	byName map[string]*dbNode   // by sideKey(directory id, name)
 	sides  map[string]*sideNode // by sideKey(directory id, name)
+	// own are the name changes this host made through the mount and has
+	// not heard back from etcd yet, by sideKey(directory id, name): the
+	// kernel knows them already (see nameChanged).
+	own map[string][]ownChange
 
 	space     spaceCache
 	closing   atomic.Bool // Unmount started: no new lock agents
@@ -157,7 +161,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		log.Info("moved the databases of the flat catalog into the root directory", "databases", n)
 	}
 	// mnt is set before serving: lock agents open files through it.
-	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dirs: map[string]*dirNode{}, dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}}
+	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dirs: map[string]*dirNode{}, dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}, own: map[string][]ownChange{}}
 	fsys.root = &dirNode{fsys: fsys, id: pager.RootDir}
 	fsys.dirs[pager.RootDir] = fsys.root
 	mo := gofuse.MountOptions{

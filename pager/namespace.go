@@ -450,10 +450,12 @@ func (p *Pager) Walk(ctx context.Context, path string) ([]DatabasePath, error) {
 }
 
 // WatchNames calls fn with the directory and name of every name that is
-// created, changed (renamed over) or removed, by any host, from now until
-// ctx ends. After an etcd failure it watches again from then on: a change
-// missed meanwhile is not reported.
-func (p *Pager) WatchNames(ctx context.Context, fn func(dir, name string)) {
+// created, changed (renamed over) or removed (gone), by any host, from now
+// until ctx ends, with what the name stood for after that change (zero
+// when gone, or when the stored entry does not parse). After an etcd
+// failure it watches again from then on: a change missed meanwhile is not
+// reported.
+func (p *Pager) WatchNames(ctx context.Context, fn func(dir, name string, e Entry, gone bool)) {
 	prefix := p.keys.Namespace()
 	for ctx.Err() == nil {
 		for b := range p.store.Watch(ctx, prefix, 0) {
@@ -463,7 +465,12 @@ func (p *Pager) WatchNames(ctx context.Context, fn func(dir, name string)) {
 			}
 			for _, ev := range b.Events {
 				if dir, name, ok := strings.Cut(ev.KV.Key[len(prefix):], "/"); ok {
-					fn(dir, name)
+					gone := ev.Type == etcdstore.EventDelete
+					var e Entry
+					if !gone {
+						e, _ = parseEntry(ev.KV.Value)
+					}
+					fn(dir, name, e, gone)
 				}
 			}
 		}

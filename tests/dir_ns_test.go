@@ -473,3 +473,39 @@ func TestTreeRemovalAndAttrs(t *testing.T) {
 		t.Fatalf("after removing the trees the root lists %v (%v)", ents, err)
 	}
 }
+
+// TestWorkingDirectoryKeepsItsName: a process that makes a directory and
+// enters it can name its working directory (getcwd), also when the name
+// was removed and made again a moment before. The mount hears of its own
+// mkdir and rmdir from etcd too, and dropping the kernel's entry of the
+// new directory for them left the process's working directory without a
+// name (getcwd: ENOENT, in about 1 of 7 rounds).
+func TestWorkingDirectoryKeepsItsName(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3 (apt-get install python3): a process that mkdirs and chdirs in one go is needed")
+	}
+	m := mountKVFS(t, mountOpts{})
+	script := `
+import os, time
+root, fails = os.getcwd(), []
+for i in range(300):
+    os.mkdir("d")
+    os.chdir("d")
+    time.sleep(0.002)
+    try:
+        if os.getcwd() != root + "/d":
+            fails.append("round %d: getcwd %s" % (i, os.getcwd()))
+    except OSError as e:
+        fails.append("round %d: getcwd: %s" % (i, e))
+    os.chdir(root)
+    os.rmdir("d")
+print("\n".join(fails[:5]))
+`
+	cmd := exec.Command(py, "-c", script)
+	cmd.Dir = m.Dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("mkdir, chdir, getcwd: %v\n%s", err, out)
+	}
+}
