@@ -163,7 +163,9 @@
 // same directory. Every mount follows the names in etcd
 // (pager.WatchNames) and drops the kernel's cached entry of each name that
 // changes, so another host's rename or removal shows at once, not when the
-// entry expires; it drops the kernel's cached listing of the directory too
+// entry expires (its own changes, which its kernel knows, excepted: a
+// process that made a directory and entered it must keep its working
+// directory's name); it drops the kernel's cached listing of the directory too
 // (the kernel keeps listings across opens on a file system without
 // OPENDIR). The READDIRs of one listing are served from the directory's
 // names as read from etcd within the last second (dirNode.entries; any
