@@ -49,9 +49,9 @@ Environment:
   SQLITE_SUITE_KEEP     1: keep each test file's databases and etcd data
                         (default: removed after the file ran, ~80 MB each;
                         the logs and kvfs.log stay)
-  SQLITE_SUITE_PRECREATE  1 (default): make the suite's "testdir" before it
-                        does, stepping around a getcwd-after-mkdir race of
-                        kvfs; 0: let tester.tcl make it (shows the race)
+  SQLITE_SUITE_PRECREATE  0 (default): tester.tcl makes its "testdir"; 1:
+                        make it beforehand (stepped around a getcwd-after-
+                        mkdir race that kvfs had before 7f1e2ad)
 
 Exit status: 0 when the comparison was made, 1 when the setup failed, 2 on
 bad usage.
@@ -72,7 +72,7 @@ KVFS_BIN=${KVFS_BIN:-$REPO_ROOT/bin/kvfs}
 TEST_TIMEOUT=${SQLITE_TEST_TIMEOUT:-600}
 TARGETS=${SQLITE_TARGETS:-local kvfs}
 JOBS=${JOBS:-$(nproc)}
-PRECREATE=${SQLITE_SUITE_PRECREATE:-1}
+PRECREATE=${SQLITE_SUITE_PRECREATE:-0}
 KEEP=${SQLITE_SUITE_KEEP:-0}
 DEFAULT_TESTS="delete trans lock lock2 lock4 journal1 journal3 pager1 exclusive
 attach2 attach3 vacuum vacuum2 rollback savepoint tempdb backup wal wal2"
@@ -331,13 +331,12 @@ run_one() {
 	*) die "unknown target $target" ;;
 	esac
 	if [ "$PRECREATE" = 1 ]; then
-		# tester.tcl's `file mkdir testdir; cd testdir` races kvfs: the
-		# directory's entry invalidation (FUSE NOTIFY_INVAL_ENTRY, sent just
-		# after MKDIR) can land after the chdir and unhash the new working
-		# directory, so getcwd() fails with ENOENT and the first `sqlite3 db
-		# test.db` says "unable to open database file" (a whole test file
-		# lost, 1 run in 20 or so). Make the directory beforehand and let the
-		# invalidation land; SQLITE_SUITE_PRECREATE=0 shows the race.
+		# Before 7f1e2ad, tester.tcl's `file mkdir testdir; cd testdir`
+		# raced kvfs: the directory's entry invalidation (FUSE
+		# NOTIFY_INVAL_ENTRY for kvfs's own mkdir) could land after the
+		# chdir and unhash the new working directory, so getcwd() failed
+		# with ENOENT (a whole test file lost, 1 run in 20 or so). Making
+		# the directory beforehand stepped around it.
 		mkdir "$work/testdir"
 		[ "$target" = kvfs ] && sleep 0.3
 	fi
