@@ -320,9 +320,18 @@ func (tx *Tx) plainLocked(ctx context.Context) (bool, error) {
 	case !tx.plain && !tx.base.Plain && !tx.dirty.has(1):
 		return false, nil
 	}
-	page := make([]byte, ps)
-	if err := tx.readPageLocked(ctx, 1, page); err != nil {
-		return false, err
+	var page []byte
+	if tx.dirty.has(1) {
+		// In place when in memory: nearly every commit rewrites page 1.
+		var err error
+		if page, err = tx.dirty.view(1, new([]byte)); err != nil {
+			return false, err
+		}
+	} else {
+		page = make([]byte, ps)
+		if err := tx.readPageLocked(ctx, 1, page); err != nil {
+			return false, err
+		}
 	}
 	got, err := headerPageSize(page, 0)
 	return err != nil || got != tx.pageSize, nil
