@@ -90,7 +90,12 @@ func (d *dbNode) startAgentLocked() {
 		}
 		close(a.ready)
 		if a.err != nil {
-			d.fsys.log.Error("lock agent: open database", "db", d.name, "err", a.err)
+			if d.gone() || ctx.Err() != nil {
+				// Removed (or replaced) before its agent opened it: nothing to guard.
+				d.fsys.log.Debug("lock agent: database gone before it opened", "db", d.name, "err", a.err)
+			} else {
+				d.fsys.log.Error("lock agent: open database", "db", d.name, "err", a.err)
+			}
 			return
 		}
 		a.run(ctx)

@@ -390,7 +390,7 @@ func (n *dirNode) Readdir(ctx context.Context) (_ fs.DirStream, errno syscall.Er
 	fsys.mu.Lock()
 	for _, s := range fsys.sides {
 		if s.dir == n {
-			out = append(out, gofuse.DirEntry{Name: s.name, Mode: syscall.S_IFREG})
+			out = append(out, gofuse.DirEntry{Name: s.name(), Mode: syscall.S_IFREG})
 		}
 	}
 	fsys.mu.Unlock()
@@ -420,10 +420,10 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
 		if s.isWAL() || s.isSHM() {
-			fsys.walStarted(ctx, n, s.db) // the lock agent opens the -shm too
+			fsys.walStarted(ctx, n, s.dbName()) // the lock agent opens the -shm too
 		}
 		s.opened(ctx, flags)
-		h, err := s.handle()
+		h, err := s.handle(flags)
 		if err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
 		}
@@ -561,6 +561,50 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) (errno syscall.Errno) 
 	return 0
 }
 
+// renameJournal renames a rollback journal of directory n to another
+// journal's name in it, as a local file system renames a file: the node,
+// its contents and the handles open on it move. SQLite never does this; a
+// tool that moves a hot journal aside and back does (SQLite's pager1-33).
+// The database the journal leaves is not committed (its commit point is
+// SQLite's deletion of its journal, which then finds none and fails), and
+// one it joins finds a hot journal, as on a local disk. A journal replaced
+// is dropped, unless it is open (EBUSY: it may hold a transaction of this
+// host). Other side files are not renamed (EXDEV: cp and mv copy them).
+func (fsys *FS) renameJournal(n *dirNode, name, newName string, flags uint32) syscall.Errno {
+	db, _ := isSide(newName)
+	fsys.mu.Lock()
+	s := fsys.sides[sideKey(n.id, name)]
+	t := fsys.sides[sideKey(n.id, newName)]
+	switch {
+	case s == nil:
+		fsys.mu.Unlock()
+		return syscall.ENOENT
+	case s == t:
+		fsys.mu.Unlock()
+		return 0
+	case t != nil && flags&renameNoReplace != 0:
+		fsys.mu.Unlock()
+		return syscall.EEXIST
+	case t != nil:
+		t.mu.Lock()
+		busy := t.handles > 0
+		t.mu.Unlock()
+		if busy {
+			fsys.mu.Unlock()
+			return syscall.EBUSY
+		}
+	}
+	delete(fsys.sides, sideKey(n.id, name))
+	fsys.sides[sideKey(n.id, newName)] = s
+	s.names.Store(&sideName{name: newName, db: db})
+	fsys.mu.Unlock()
+	if t != nil {
+		t.discard()
+	}
+	fsys.log.Debug("journal renamed", "from", name, "to", newName)
+	return 0
+}
+
 // Rename moves a database or a directory (pager.Rename: one etcd
 // transaction), also over an existing database, whose data goes with the
 // same transaction under its write lease, or over an empty directory.
@@ -582,6 +626,9 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	defer np.listingChanged(&errno)
 	if _, side := isSide(name); side {
+		if np == n && strings.HasSuffix(name, "-journal") && strings.HasSuffix(newName, "-journal") {
+			return fsys.renameJournal(n, name, newName, flags)
+		}
 		return syscall.EXDEV
 	}
 	if _, side := isSide(newName); side {

@@ -98,9 +98,24 @@
 // the commit frame (a page changed again after a cache spill), the rewrite
 // of the commit frame's header completes the chain and commits. A frame
 // whose chain never holds is not committed, and the -wal's fsync fails
-// with EIO; a header that is not one gets EINVAL; a frame written over a
-// committed transaction of the same log generation (its writer died before
-// publishing it in the wal-index) gets EIO.
+// with EIO; a frame written over a committed transaction of the same log
+// generation (its writer died before publishing it in the wal-index) gets
+// EIO.
+//
+// Bytes SQLite does not write are kept as a local disk keeps them and
+// commit nothing when written: writes through a handle SQLite never opens
+// (write-only or truncating: cp, a script's open "w"), a header that is
+// not one, frames before the log has a header. SQLite's recovery judges
+// them: when SQLite reads the log's 32-byte header at offset 0 (it does so
+// only to rebuild its wal-index from the log, or to check the salts of a
+// log it cannot map), kvfs first commits the transactions that follow the
+// committed ones and chain from the header the file holds, the same ones
+// SQLite is about to count (recoverWAL). A database and its -wal copied
+// onto the mount therefore read as on a local disk, damaged frames and
+// all, and reach etcd when SQLite first opens them. A commit that fails
+// there fails the read: SQLite reports an I/O error and reads none of it.
+// Such bytes die with the host until SQLite has recovered them, as they
+// would with a disk that was never synced.
 //
 // The -shm passes through to a memfd (or, without passthrough, is mapped
 // through the kernel's page cache): it is host-local shared memory, and
@@ -208,6 +223,10 @@
 // WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm
 // locks fail (an I/O error).
 //
-// A side file is not renamed (EXDEV: mv copies it), and no database or
-// directory takes a side file's name (EINVAL).
+// A journal may be renamed to another journal's name in its directory, as
+// on a local disk: the node, its bytes and its open handles move, and the
+// database it leaves is not committed (SQLite's deletion of its journal,
+// the commit point, then finds none). Other side files, and journals to
+// other directories, are not renamed (EXDEV: mv copies them). No database
+// or directory takes a side file's name (EINVAL).
 package fuse

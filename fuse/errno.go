@@ -31,7 +31,6 @@ var errnoTable = []struct {
 	{pager.ErrInvalidWrite, syscall.EINVAL},
 	{pager.ErrFileTooLarge, syscall.EFBIG},
 	{etcdstore.ErrInvalidName, syscall.EINVAL},
-	{errWALHeader, syscall.EINVAL},
 	{errWALChain, syscall.EIO},
 	{errWALRewind, syscall.EIO},
 	{errWALBusyRollback, syscall.EBUSY},

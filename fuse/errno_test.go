@@ -49,7 +49,6 @@ func TestToErrno(t *testing.T) {
 		{"pager.ErrFileTooLarge", pager.ErrFileTooLarge, syscall.EFBIG},
 		{"etcdstore.ErrInvalidName", etcdstore.ErrInvalidName, syscall.EINVAL},
 		{"*etcdstore.NameError", &etcdstore.NameError{Name: "a/b", Reason: "contains /"}, syscall.EINVAL},
-		{"WAL header", fmt.Errorf("write WAL header: %w", errWALHeader), syscall.EINVAL},
 		{"WAL chain", errWALChain, syscall.EIO},
 		{"WAL rewind", errWALRewind, syscall.EIO},
 

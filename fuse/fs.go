@@ -197,6 +197,8 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		EntryTimeout:    &entry,
 		AttrTimeout:     &attr,
 		NegativeTimeout: &neg,
+		// Every node reports its stored mode; chmod 0 is mode 0, not 0644.
+		NullPermissions: true,
 	})
 	server, err := gofuse.NewServer(noOpendirFS{raw}, mountpoint, &mo)
 	if err != nil {

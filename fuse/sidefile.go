@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,10 +28,9 @@ import (
 // point.
 type sideNode struct {
 	fs.Inode
-	fsys *FS
-	dir  *dirNode
-	name string
-	db   string // the name of the database it belongs to, in dir
+	fsys  *FS
+	dir   *dirNode
+	names atomic.Pointer[sideName] // a journal renamed changes them (renameJournal)
 
 	mu        sync.Mutex
 	f         *os.File    // the spool file or memfd; with passthrough the kernel writes it directly
@@ -50,7 +50,20 @@ var (
 	_ fs.NodeFsyncer   = (*sideNode)(nil)
 )
 
-type sideHandle struct{ s *sideNode }
+// sideName is a side file's name and the name of the database it belongs
+// to, in its directory.
+type sideName struct{ name, db string }
+
+func (s *sideNode) name() string   { return s.names.Load().name }
+func (s *sideNode) dbName() string { return s.names.Load().db }
+
+// sideHandle is an open side file. copier marks a handle SQLite never opens:
+// write-only or truncating (cp, a script's open "w"); what it writes in a
+// -wal is not SQLite's log being written (see writeWAL).
+type sideHandle struct {
+	s      *sideNode
+	copier bool
+}
 
 var (
 	_ fs.FilePassthroughFder = (*sideHandle)(nil)
@@ -85,7 +98,7 @@ func (h *sideHandle) Release(ctx context.Context) (errno syscall.Errno) {
 	s.mu.Unlock()
 	if s.isJournal() {
 		if err := s.commitIfZeroed(uninterruptible(ctx), "journal closed"); err != nil {
-			s.fsys.log.Warn("commit at journal close", "db", s.db, "err", err)
+			s.fsys.log.Warn("commit at journal close", "db", s.dbName(), "err", err)
 		}
 	}
 	return 0
@@ -138,7 +151,8 @@ func (fsys *FS) createSide(ctx context.Context, dir *dirNode, name string, a pag
 		return nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	a.Changed = time.Now().UnixMilli()
-	s := &sideNode{fsys: fsys, dir: dir, name: name, db: db, f: f, inMemory: mem, attrs: a}
+	s := &sideNode{fsys: fsys, dir: dir, f: f, inMemory: mem, attrs: a}
+	s.names.Store(&sideName{name: name, db: db})
 	if s.isWAL() {
 		s.wal = &walLog{}
 	}
@@ -149,7 +163,7 @@ func (fsys *FS) createSide(ctx context.Context, dir *dirNode, name string, a pag
 }
 
 // path returns the side file's path in the mount.
-func (s *sideNode) path() string { return s.dir.pathOf(s.name) }
+func (s *sideNode) path() string { return s.dir.pathOf(s.name()) }
 
 // newSideFile returns an empty file for a side file's contents: a memfd
 // (mem), else an unlinked file in the spool directory. Either dies with
@@ -187,8 +201,8 @@ func (fsys *FS) journalInMemory(dir *dirNode, db string) bool {
 // whose database has outgrown JournalMemMax moves to the spool directory
 // first, when no other handle is open (the kernel holds the file it was
 // given while one is): PERSIST and TRUNCATE journals outlive transactions.
-func (s *sideNode) handle() (*sideHandle, error) {
-	move := s.isJournal() && s.inMemory && !s.fsys.journalInMemory(s.dir, s.db) // a -shm is mapped: it stays
+func (s *sideNode) handle(flags uint32) (*sideHandle, error) {
+	move := s.isJournal() && s.inMemory && !s.fsys.journalInMemory(s.dir, s.dbName()) // a -shm is mapped: it stays
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if move && s.handles == 0 && s.f != nil {
@@ -202,21 +216,22 @@ func (s *sideNode) handle() (*sideHandle, error) {
 		}
 		s.f.Close()
 		s.f, s.inMemory = f, false
-		s.fsys.log.Debug("journal moved out of memory", "db", s.db)
+		s.fsys.log.Debug("journal moved out of memory", "db", s.dbName())
 	}
 	s.handles++
-	return &sideHandle{s: s}, nil
+	copier := flags&syscall.O_ACCMODE == syscall.O_WRONLY || flags&syscall.O_TRUNC != 0
+	return &sideHandle{s: s, copier: copier}, nil
 }
 
 // journalHeaderMin is the size of a rollback journal's header fields
 // (SQLite writes a whole sector).
 const journalHeaderMin = 28
 
-func (s *sideNode) isJournal() bool { return strings.HasSuffix(s.name, "-journal") }
+func (s *sideNode) isJournal() bool { return strings.HasSuffix(s.name(), "-journal") }
 
-func (s *sideNode) isWAL() bool { return strings.HasSuffix(s.name, "-wal") }
+func (s *sideNode) isWAL() bool { return strings.HasSuffix(s.name(), "-wal") }
 
-func (s *sideNode) isSHM() bool { return strings.HasSuffix(s.name, "-shm") }
+func (s *sideNode) isSHM() bool { return strings.HasSuffix(s.name(), "-shm") }
 
 // live reports whether a journal holds a transaction: non-empty with a
 // non-zero header (SQLite zeroes the header, truncates or deletes the
@@ -302,7 +317,7 @@ func (s *sideNode) fill(a *gofuse.Attr) {
 func (s *sideNode) database() *dbNode {
 	s.fsys.mu.Lock()
 	defer s.fsys.mu.Unlock()
-	return s.fsys.byName[sideKey(s.dir.id, s.db)]
+	return s.fsys.byName[sideKey(s.dir.id, s.dbName())]
 }
 
 // commitDB commits the open transaction of the journal's database.
@@ -343,7 +358,7 @@ func (s *sideNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetA
 	ctx = uninterruptible(ctx)
 	if size, ok := in.GetSize(); ok {
 		if err := s.truncate(ctx, int64(size)); err != nil {
-			return s.fsys.errno("truncate", s.name, err)
+			return s.fsys.errno("truncate", s.name(), err)
 		}
 	}
 	s.mu.Lock()
@@ -380,13 +395,13 @@ func (s *sideNode) Open(ctx context.Context, flags uint32) (_ fs.FileHandle, _ u
 	ctx = uninterruptible(ctx)
 	if flags&syscall.O_TRUNC != 0 {
 		if err := s.truncate(ctx, 0); err != nil {
-			return nil, 0, s.fsys.errno("open", s.name, err)
+			return nil, 0, s.fsys.errno("open", s.name(), err)
 		}
 	}
 	s.opened(ctx, flags)
-	h, err := s.handle()
+	h, err := s.handle(flags)
 	if err != nil {
-		return nil, 0, s.fsys.errno("open", s.name, err)
+		return nil, 0, s.fsys.errno("open", s.name(), err)
 	}
 	return h, s.openFlags(), 0
 }
@@ -412,7 +427,7 @@ func (s *sideNode) opened(ctx context.Context, flags uint32) {
 	err := d.writeIntentLocked(ctx)
 	d.mu.Unlock()
 	if err != nil {
-		s.fsys.log.Debug("journal opened for a transaction that cannot commit", "db", s.db, "err", err)
+		s.fsys.log.Debug("journal opened for a transaction that cannot commit", "db", s.dbName(), "err", err)
 	}
 	s.mu.Lock()
 	s.intentErr = err
@@ -421,6 +436,11 @@ func (s *sideNode) opened(ctx context.Context, flags uint32) {
 
 func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (_ gofuse.ReadResult, errno syscall.Errno) {
 	defer s.fsys.recoverErrno("read", &errno)
+	if s.isWAL() && off == 0 && len(dest) == walHeaderSize {
+		if err := s.recoverWAL(uninterruptible(ctx)); err != nil {
+			return nil, s.fsys.errno("WAL recovery", s.name(), err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
@@ -428,7 +448,7 @@ func (s *sideNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off i
 	}
 	m, err := s.f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
-		return nil, s.fsys.errno("read", s.name, err)
+		return nil, s.fsys.errno("read", s.name(), err)
 	}
 	return gofuse.ReadResultData(dest[:m]), 0
 }
@@ -439,9 +459,10 @@ func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	defer s.fsys.recoverErrno("write", &errno)
 	ctx = uninterruptible(ctx)
 	if s.isWAL() {
-		n, err := s.writeWAL(ctx, data, off)
+		h, _ := f.(*sideHandle)
+		n, err := s.writeWAL(ctx, data, off, h != nil && !h.copier)
 		if err != nil {
-			return uint32(n), s.fsys.errno("write", s.name, err)
+			return uint32(n), s.fsys.errno("write", s.name(), err)
 		}
 		return uint32(n), 0
 	}
@@ -449,7 +470,7 @@ func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	// journal_mode=PERSIST and of locking_mode=EXCLUSIVE.
 	if off == 0 && len(data) >= journalHeaderMin && s.isJournal() && allZero(data) && s.live() {
 		if err := s.commitDB(ctx, "journal header zeroed"); err != nil {
-			return 0, s.fsys.errno("write", s.name, err)
+			return 0, s.fsys.errno("write", s.name(), err)
 		}
 	}
 	s.mu.Lock()
@@ -459,7 +480,7 @@ func (s *sideNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	}
 	n, err := s.f.WriteAt(data, off)
 	if err != nil {
-		return uint32(n), s.fsys.errno("write", s.name, err)
+		return uint32(n), s.fsys.errno("write", s.name(), err)
 	}
 	return uint32(n), 0
 }
@@ -476,19 +497,19 @@ func (s *sideNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (er
 	intentErr := s.intentErr
 	s.mu.Unlock()
 	if intentErr != nil && s.live() {
-		return s.fsys.errno("fsync", s.name, intentErr)
+		return s.fsys.errno("fsync", s.name(), intentErr)
 	}
 	if s.isWAL() {
 		s.mu.Lock()
 		pending := s.wal.pending
 		s.mu.Unlock()
 		if pending {
-			return s.fsys.errno("fsync", s.name, errWALChain)
+			return s.fsys.errno("fsync", s.name(), errWALChain)
 		}
 	}
 	if s.isJournal() {
 		if err := s.commitIfZeroed(uninterruptible(ctx), "journal header zeroed"); err != nil {
-			return s.fsys.errno("fsync", s.name, err)
+			return s.fsys.errno("fsync", s.name(), err)
 		}
 	}
 	return 0

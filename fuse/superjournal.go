@@ -32,7 +32,7 @@ import (
 // filesystem commits there on its own terms.
 
 // isSuper reports whether s is a super-journal.
-func (s *sideNode) isSuper() bool { return isSuperName(s.name) }
+func (s *sideNode) isSuper() bool { return isSuperName(s.name()) }
 
 // isSuperName reports whether name is a super-journal's.
 func isSuperName(name string) bool {
@@ -65,7 +65,7 @@ func (s *sideNode) superChildren(mntPaths []string) ([]string, error) {
 	}
 	data, err := io.ReadAll(io.NewSectionReader(s.f, 0, s.sizeLocked()))
 	if err != nil {
-		return nil, fmt.Errorf("read super-journal %s: %w", s.name, err)
+		return nil, fmt.Errorf("read super-journal %s: %w", s.name(), err)
 	}
 	var dbs []string
 	for _, p := range bytes.Split(data, []byte{0}) {

@@ -21,7 +21,8 @@ const (
 )
 
 var (
-	// errWALHeader refuses a write of a -wal header that is not one.
+	// errWALHeader: bytes at the start of a -wal that are not a header;
+	// SQLite's recovery reads no frame after them.
 	errWALHeader = errors.New("not a valid SQLite WAL header")
 	// errWALChain is returned by the fsync of a -wal whose last commit
 	// frame does not chain (salt or checksum): SQLite would not count that
@@ -212,4 +213,5 @@ func (w *walLog) next(f io.ReaderAt, size int64) (*walTxn, error) {
 // landed records t as committed.
 func (w *walLog) landed(t *walTxn) {
 	w.committed, w.cks1, w.cks2, w.pending = t.end, t.cks1, t.cks2, false
+	w.written = max(w.written, t.end)
 }

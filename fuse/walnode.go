@@ -20,43 +20,40 @@ import (
 // transaction is open on the same database (SQLite never does both).
 var errWALBusyRollback = errors.New("a rollback-journal transaction is open beside the WAL")
 
-// writeWAL writes SQLite's bytes into the -wal and commits the transaction
-// whose commit frame the write completes, before returning. A header write
-// (offset 0) starts a new generation of the log: SQLite restarts the log
-// only once every frame is checkpointed, so the database file then equals
-// the latest commit.
-func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64) (int, error) {
+// writeWAL writes bytes into the -wal. Those SQLite writes (sqlite, false
+// for a handle SQLite never opens: write-only or truncating, that is a
+// copy) are followed: the write that completes a commit frame commits its
+// transaction before returning. A header write (32 bytes at offset 0)
+// starts a new generation of the log: SQLite restarts the log only once
+// every frame is checkpointed, so the database file then equals the latest
+// commit. Any other write — a copy, a header that is not one, a frame
+// before the log has a header — is kept as written, as a local disk keeps
+// it, and commits nothing: SQLite's recovery judges it (recoverWAL).
+func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64, sqlite bool) (int, error) {
 	s.mu.Lock()
 	if s.f == nil {
 		s.mu.Unlock()
 		return 0, syscall.EBADF
 	}
 	w := s.wal
-	restart := false
-	switch {
-	case off < walHeaderSize:
-		if off != 0 {
-			s.mu.Unlock()
-			return 0, fmt.Errorf("write at %d inside the WAL header: %w", off, errWALHeader)
-		}
-		h, err := parseWALHeader(data)
-		if err != nil {
-			s.mu.Unlock()
-			return 0, fmt.Errorf("write WAL header: %w", err)
-		}
-		restart = w.valid
-		w.setHeader(h)
-	case !w.valid:
+	if first := w.firstTouched(off); first > 0 && first <= w.committed {
 		s.mu.Unlock()
-		return 0, fmt.Errorf("write at %d before the WAL has a header: %w", off, errWALHeader)
-	default:
-		if first := w.firstTouched(off); first <= w.committed {
-			s.mu.Unlock()
-			return 0, fmt.Errorf("write of WAL frame %d (%d committed): %w", first, w.committed, errWALRewind)
+		return 0, fmt.Errorf("write of WAL frame %d (%d committed): %w", first, w.committed, errWALRewind)
+	}
+	follow := sqlite && w.valid && off >= walHeaderSize
+	restart := false
+	if sqlite && off == 0 && len(data) == walHeaderSize {
+		if h, err := parseWALHeader(data); err == nil {
+			restart = w.valid
+			w.setHeader(h)
+			follow = true
 		}
 	}
 	n, err := s.f.WriteAt(data, off)
-	if err != nil {
+	if err != nil || !follow {
+		if !follow {
+			s.fsys.log.Debug("WAL bytes kept for recovery", "db", s.dbName(), "off", off, "len", len(data), "sqlite", sqlite)
+		}
 		s.mu.Unlock()
 		return n, err
 	}
@@ -82,24 +79,93 @@ func (s *sideNode) writeWAL(ctx context.Context, data []byte, off int64) (int, e
 	if txn == nil {
 		return n, nil
 	}
+	if err := s.commitTxn(ctx, d, w, txn); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// commitTxn commits txn, the transaction after the committed frames of log
+// w. If it fails, the transaction must not stay in the log: a later
+// recovery (a connection rebuilding the wal-index from the -wal) would
+// publish it on this host. Breaking the chain at its first frame ends the
+// log there, as SQLite's recovery reads it.
+func (s *sideNode) commitTxn(ctx context.Context, d *dbNode, w *walLog, txn *walTxn) error {
 	if err := d.commitWAL(ctx, s, txn); err != nil {
-		// The write fails, so the transaction must not be in the log: a
-		// later recovery (a connection rebuilding the wal-index from the
-		// -wal) would publish it on this host. Breaking the chain at its
-		// first frame ends the log there, as SQLite's recovery reads it.
 		s.mu.Lock()
 		if s.wal == w && w.valid && w.hdr == txn.hdr && s.f != nil {
 			s.f.WriteAt(make([]byte, walFrameHeaderSize), w.frameOffset(w.committed+1))
 		}
 		s.mu.Unlock()
-		return 0, err
+		return err
 	}
 	s.mu.Lock()
 	if s.wal == w && w.valid && w.hdr == txn.hdr {
 		w.landed(txn)
 	}
 	s.mu.Unlock()
-	return n, nil
+	return nil
+}
+
+// recoverWAL commits what SQLite's recovery is about to count as committed:
+// the transactions after the committed ones whose frames chain from the
+// header the file holds now. SQLite reads the 32-byte header at offset 0
+// only when it rebuilds its wal-index from the log (after the last
+// connection closed or died, or bytes were copied in) or checks the salts
+// of one it cannot map: from then on it reads the frames as committed.
+// Bytes SQLite did not write (a copied -wal, a frame written by hand) are
+// committed here, or not at all: a header that is not one is the end of
+// the log, as for SQLite. A commit that fails fails the read, so SQLite
+// reports an I/O error and reads none of it.
+func (s *sideNode) recoverWAL(ctx context.Context) error {
+	s.mu.Lock()
+	if s.f == nil {
+		s.mu.Unlock()
+		return syscall.EBADF
+	}
+	w := s.wal
+	b := make([]byte, walHeaderSize)
+	_, err := s.f.ReadAt(b, 0)
+	h, herr := parseWALHeader(b)
+	switch {
+	case err != nil || herr != nil:
+		// No log (empty, short or not a header): SQLite reads the file.
+		if w.valid {
+			s.fsys.log.Debug("WAL recovery: no valid header", "db", s.dbName(), "err", errors.Join(err, herr))
+		}
+		w.reset()
+		s.mu.Unlock()
+		return nil
+	case w.valid && h == w.hdr:
+		s.mu.Unlock()
+	default:
+		restart := w.valid
+		w.setHeader(h)
+		s.mu.Unlock()
+		if d := s.database(); d != nil && restart {
+			d.walFold(ctx, walRestarted)
+		}
+	}
+	d := s.database()
+	if d == nil {
+		return nil
+	}
+	for {
+		s.mu.Lock()
+		if s.f == nil || !w.valid || w.hdr != h {
+			s.mu.Unlock()
+			return nil // the log changed meanwhile
+		}
+		txn, err := w.next(s.f, s.sizeLocked())
+		s.mu.Unlock()
+		if err != nil || txn == nil {
+			return err
+		}
+		s.fsys.log.Debug("WAL recovery commits a transaction", "db", s.dbName(), "frames", txn.end)
+		if err := s.commitTxn(ctx, d, w, txn); err != nil {
+			return err
+		}
+	}
 }
 
 // truncateWAL sets the -wal's size. SQLite truncates the log to zero after
@@ -120,7 +186,7 @@ func (s *sideNode) truncateWAL(ctx context.Context, size int64) error {
 	fold := size < walHeaderSize || (w.valid && size < w.frameOffset(w.committed+1))
 	if fold {
 		if w.valid && size >= walHeaderSize {
-			s.fsys.log.Warn("WAL truncated below its committed frames", "db", s.db, "size", size, "committed", w.committed)
+			s.fsys.log.Warn("WAL truncated below its committed frames", "db", s.dbName(), "size", size, "committed", w.committed)
 		}
 		w.reset()
 	}

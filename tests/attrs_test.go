@@ -258,3 +258,30 @@ func TestStatfs(t *testing.T) {
 // statfsSlack is how far statfs's free space may be from a backend size
 // read moments apart: etcd's backend grows with the other tests' writes.
 const statfsSlack = 64 << 20
+
+// TestChmodZero: mode 0 is a mode like any other (SQLite's wal2-13.7-9
+// make a database, its -wal or its -shm unreadable so): stat shows 0 on
+// this host and on another, for a database, a plain file and a side file.
+// go-fuse turns a reported mode 0 into 0644 unless told not to.
+func TestChmodZero(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	mustSQL(t, a.Path("z.db"), "pragma journal_mode=persist; create table t(x);")
+	if err := os.WriteFile(a.Path("z.txt"), []byte("text\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"z.db", "z.txt", "z.db-journal"} {
+		if err := os.Chmod(a.Path(name), 0); err != nil {
+			t.Fatalf("chmod 0 %s: %v", name, err)
+		}
+		eventuallyStat(t, name, a.Path(name), 0, 0)
+	}
+	eventuallyStat(t, "z.db on host B", b.Path("z.db"), 0, 0)
+	eventuallyStat(t, "z.txt on host B", b.Path("z.txt"), 0, 0)
+	// Back to readable, for the integrity check at unmount.
+	for _, name := range []string{"z.db", "z.txt", "z.db-journal"} {
+		if err := os.Chmod(a.Path(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -104,8 +105,8 @@ func TestDirectories(t *testing.T) {
 // TestRenameDatabase: the "build new.db, then rename it over app.db"
 // pattern; renames within and across directories; every host sees the new
 // name; a reader of the replaced database on another host keeps reading
-// what it read; a side file is not renamed (EXDEV) and no database takes
-// a side file's name.
+// what it read; a journal is renamed only within its directory, other
+// side files not at all (EXDEV), and no database takes a side file's name.
 func TestRenameDatabase(t *testing.T) {
 	a := mountKVFS(t, mountOpts{})
 	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
@@ -191,14 +192,70 @@ func TestRenameDatabase(t *testing.T) {
 
 	// Side files and their names.
 	mustSQL(t, a.Path("p.db"), "pragma journal_mode=persist; create table t(x);")
-	if err := os.Rename(a.Path("p.db-journal"), a.Path("q.db-journal")); !errors.Is(err, syscall.EXDEV) {
-		t.Fatalf("rename of a journal: %v, want EXDEV", err)
+	if err := os.Rename(a.Path("p.db-journal"), a.Path("old/p.db-journal")); !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("rename of a journal to another directory: %v, want EXDEV", err)
+	}
+	if err := os.Rename(a.Path("p.db-journal"), a.Path("q.db-journal")); err != nil {
+		t.Fatalf("rename of a journal: %v", err)
+	}
+	if _, err := os.Stat(a.Path("p.db-journal")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the journal's old name after the rename: %v", err)
+	}
+	if err := os.Rename(a.Path("q.db-journal"), a.Path("p.db-journal")); err != nil {
+		t.Fatalf("rename of the journal back: %v", err)
 	}
 	if err := os.Rename(a.Path("p.db"), a.Path("x.db-journal")); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("a database renamed to a journal's name: %v, want EINVAL", err)
 	}
 	if got := a.databases(t); !slices.Equal(got, []string{"old/2026/app.db", "p.db"}) {
 		t.Fatalf("databases in etcd: %q", got)
+	}
+}
+
+// TestJournalMovedAside: a journal renamed away while SQLite's transaction
+// holds it open, and then back (SQLite's pager1-33): the COMMIT fails (its
+// journal is gone: "disk I/O error"), nothing of the transaction reaches
+// etcd, and the journal renamed back is a hot journal that SQLite rolls
+// back, as on a local disk. Before, kvfs refused the rename (EXDEV), mv
+// copied the journal, and its deletion committed the transaction.
+func TestJournalMovedAside(t *testing.T) {
+	a := mountKVFS(t, mountOpts{})
+	b := mountKVFS(t, mountOpts{Prefix: a.Prefix})
+	local := t.TempDir()
+	results := map[string]string{}
+	for _, dir := range []string{local, a.Dir} {
+		path := filepath.Join(dir, "j.db")
+		c, closeConn := openConnCloser(t, path, "")
+		var log []string
+		run := func(q string) {
+			_, err := c.ExecContext(context.Background(), q)
+			log = append(log, fmt.Sprintf("%s: %v", q, err))
+		}
+		move := func(from, to string) {
+			err := os.Rename(filepath.Join(dir, from), filepath.Join(dir, to))
+			log = append(log, fmt.Sprintf("mv %s %s: %v", from, to, err))
+		}
+		for _, q := range []string{"create table t1(x)", "insert into t1 values('one')", "insert into t1 values('two')",
+			"begin", "insert into t1 values('three')", "insert into t1 values('four')"} {
+			run(q)
+		}
+		move("j.db-journal", "bak-journal")
+		run("commit")
+		move("bak-journal", "j.db-journal")
+		var rows string
+		err := c.QueryRowContext(context.Background(), "select group_concat(x) from t1").Scan(&rows)
+		log = append(log, fmt.Sprintf("rows %q %v", rows, err))
+		closeConn()
+		results[dir] = strings.Join(log, "\n")
+	}
+	if results[local] != results[a.Dir] {
+		t.Fatalf("local:\n%s\nkvfs:\n%s", results[local], results[a.Dir])
+	}
+	if !strings.Contains(results[local], `rows "one,two" <nil>`) {
+		t.Fatalf("on a local disk:\n%s", results[local])
+	}
+	if out := mustSQL(t, b.Path("j.db"), "select group_concat(x) from t1;"); out != "one,two\n" {
+		t.Fatalf("host B reads %q", out)
 	}
 }
 

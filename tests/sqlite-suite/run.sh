@@ -312,6 +312,28 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 # ---------------------------------------------------------------- one test
 
+# test_file TEST prints the path of the test file to run: test/TEST.test, or
+# a copy beside it with a fix to the suite itself, the same on both targets.
+#   wal2: wal2-13.* store expected results in an array "a", but an earlier
+#   test case leaves a scalar "a", so with this testfixture the file ends
+#   at wal2.test:1155 ("can't set a(0): variable isn't array") after 163 of
+#   its 266 tests, local and kvfs alike. The copy unsets "a" first.
+test_file() {
+	local t=$1 f=$SRC/test/$1.test
+	case $t in
+	wal2)
+		local fixed=$SRC/test/wal2.kvfs-fixed.test
+		if [ ! -f "$fixed" ]; then
+			sed 's/^\( *\)set a(0) {1 {unable to open database file}}$/\1unset -nocomplain a\n&/' "$f" >"$fixed.tmp"
+			grep -q 'unset -nocomplain a$' "$fixed.tmp" || die "wal2.test: the line to fix is not there"
+			mv "$fixed.tmp" "$fixed"
+		fi
+		f=$fixed
+		;;
+	esac
+	echo "$f"
+}
+
 # run_one TEST TARGET runs testfixture on test/TEST.test with its working
 # directory a fresh directory on TARGET (local, or a fresh kvfs mount) and
 # sets R_ERRORS and R_TESTS (from the summary line; without one, the test
@@ -349,7 +371,7 @@ run_one() {
 	# there. --verbose=1 (the default) prints every test case's name and Ok
 	# or what failed.
 	(cd "$work" && exec timeout --kill-after=30 "$TEST_TIMEOUT" \
-		"$TESTFIXTURE" "$SRC/test/$t.test" --verbose=1) >"$logf" 2>&1 </dev/null &
+		"$TESTFIXTURE" "$(test_file "$t")" --verbose=1) >"$logf" 2>&1 </dev/null &
 	TF_PID=$!
 	wait "$TF_PID" || rc=$?
 	TF_PID=""
