@@ -127,8 +127,7 @@ func (s *sideNode) recoverWAL(ctx context.Context) error {
 	b := make([]byte, walHeaderSize)
 	_, err := s.f.ReadAt(b, 0)
 	h, herr := parseWALHeader(b)
-	switch {
-	case err != nil || herr != nil:
+	if err != nil || herr != nil {
 		// No log (empty, short or not a header): SQLite reads the file.
 		if w.valid {
 			s.fsys.log.Debug("WAL recovery: no valid header", "db", s.dbName(), "err", errors.Join(err, herr))
@@ -136,19 +135,19 @@ func (s *sideNode) recoverWAL(ctx context.Context) error {
 		w.reset()
 		s.mu.Unlock()
 		return nil
-	case w.valid && h == w.hdr:
-		s.mu.Unlock()
-	default:
-		restart := w.valid
-		w.setHeader(h)
-		s.mu.Unlock()
-		if d := s.database(); d != nil && restart {
-			d.walFold(ctx, walRestarted)
-		}
 	}
+	restart := false
+	if !w.valid || h != w.hdr {
+		restart = w.valid
+		w.setHeader(h)
+	}
+	s.mu.Unlock()
 	d := s.database()
 	if d == nil {
 		return nil
+	}
+	if restart {
+		d.walFold(ctx, walRestarted)
 	}
 	for {
 		s.mu.Lock()
