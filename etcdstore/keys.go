@@ -60,6 +60,8 @@ func DisplayName(name string) string {
 //	P db/D/pidx/<txid %016x>/<chunk %04x>    page numbers in delta txid still live there
 //	P db/D/compaction               compaction-owned state: shard versions, usage
 //	P db/D/attrs                    the file's mode and owner (chmod, chown)
+//	P db/D/log/<txid %016x>/<chunk %04x>     commit log: one commit's head and pages (history)
+//	P db/D/epoch/<txid %016x>       a complete image kept for history: every shard's version at txid
 //	P root                          the mount root's mode and owner
 //	P ns/<dir id>/<name>            a name in a directory: the id of its database or directory
 //	P dir/<dir id>                  a directory (not the root): its parent and mode and owner
@@ -148,6 +150,21 @@ func (k Keys) ShardVersion(name string, n uint32, txid uint64) string {
 	return k.Shard(name, n) + fmt.Sprintf("%016x", txid)
 }
 
+// Logs is the prefix of the database's commit log.
+func (k Keys) Logs(name string) string { return k.DB(name) + "log/" }
+
+// Log is the chunk base of the commit log row of txid: the head the commit
+// wrote and the pages its delta holds, kept while history needs it (page
+// index rows lose pages as compaction folds them; log rows never change).
+func (k Keys) Log(name string, txid uint64) string { return k.hexKey(name, "/log/", txid, 16) }
+
+// Epochs is the prefix of the database's history epochs.
+func (k Keys) Epochs(name string) string { return k.DB(name) + "epoch/" }
+
+// Epoch is the key of the history epoch at txid: the shard versions that
+// together hold every page as of txid.
+func (k Keys) Epoch(name string, txid uint64) string { return k.hexKey(name, "/epoch/", txid, 16) }
+
 // Compaction is the key of the database's compaction state, written only
 // by compaction so commits never contend with it.
 func (k Keys) Compaction(name string) string { return k.DB(name) + "compaction" }
@@ -217,15 +234,17 @@ const (
 	KindShard // a chunk of a shard version
 	KindCompaction
 	KindAttrs
+	KindLog   // a chunk of a commit log row
+	KindEpoch // a history epoch
 )
 
 // KeyInfo is what Keys.Parse learns from a key.
 type KeyInfo struct {
 	DB    string
 	Kind  KeyKind
-	TXID  uint64 // KindDelta, KindPIDX, KindShard
+	TXID  uint64 // KindDelta, KindPIDX, KindShard, KindLog, KindEpoch
 	Shard uint32 // KindShard
-	Chunk int    // KindDelta, KindPIDX, KindShard
+	Chunk int    // KindDelta, KindPIDX, KindShard, KindLog
 }
 
 // Parse decodes a key built by k. ok is false for a key outside the layout.
@@ -263,13 +282,22 @@ func (k Keys) Parse(key string) (info KeyInfo, ok bool) {
 			return info, false
 		}
 		info.Kind, info.TXID, info.Chunk = KindDelta, txid, int(chunk)
-	case len(parts) == 3 && parts[0] == "pidx":
+	case len(parts) == 3 && (parts[0] == "pidx" || parts[0] == "log"):
 		txid, ok1 := hex(parts[1], 16, 64)
 		chunk, ok2 := hex(parts[2], 4, 16)
 		if !ok1 || !ok2 {
 			return info, false
 		}
 		info.Kind, info.TXID, info.Chunk = KindPIDX, txid, int(chunk)
+		if parts[0] == "log" {
+			info.Kind = KindLog
+		}
+	case len(parts) == 2 && parts[0] == "epoch":
+		txid, ok := hex(parts[1], 16, 64)
+		if !ok {
+			return info, false
+		}
+		info.Kind, info.TXID = KindEpoch, txid
 	case len(parts) == 1 && parts[0] == "compaction":
 		info.Kind = KindCompaction
 	case len(parts) == 1 && parts[0] == "attrs":

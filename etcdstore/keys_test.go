@@ -134,6 +134,8 @@ func TestKeysParse(t *testing.T) {
 		{ChunkKey(k.ShardVersion("a", 9, 3), 0xffff), KeyInfo{DB: "a", Kind: KindShard, Shard: 9, TXID: 3, Chunk: 0xffff}},
 		{k.Compaction("a"), KeyInfo{DB: "a", Kind: KindCompaction}},
 		{k.Attrs("a"), KeyInfo{DB: "a", Kind: KindAttrs}},
+		{ChunkKey(k.Log("a", 7), 1), KeyInfo{DB: "a", Kind: KindLog, TXID: 7, Chunk: 1}},
+		{k.Epoch("a", 1<<33), KeyInfo{DB: "a", Kind: KindEpoch, TXID: 1 << 33}},
 	}
 	for _, c := range cases {
 		got, ok := k.Parse(c.key)
@@ -143,7 +145,8 @@ func TestKeysParse(t *testing.T) {
 	}
 	for _, bad := range []string{"", "/p/", "/p/db/", "/p/db/a", "/p/db/a/", "/p/db/a/heads", "/q/db/a/head",
 		"/p/db/a/pidx/7", "/p/db/a/pidx/000000000000000A/0000", "/p/db/a/pidx/0000000000000001", "/p/db/a/pidx/0000000g", "/p/db/a/delta/0000000000000001", "/p/db/a/delta/0000000000000001/1",
-		"/p/db/a\x00/head", "/p/db/a/shard/00000001/0000/x", "/p/db/a/shard/00000001/0000"} {
+		"/p/db/a\x00/head", "/p/db/a/shard/00000001/0000/x", "/p/db/a/shard/00000001/0000",
+		"/p/db/a/log/0000000000000001", "/p/db/a/epoch/0000000000000001/0000", "/p/db/a/epoch/1"} {
 		if info, ok := k.Parse(bad); ok {
 			t.Errorf("Parse(%q) = %+v, want not ok", bad, info)
 		}
@@ -179,6 +182,12 @@ func FuzzKeysParse(f *testing.F) {
 			rebuilt = ChunkKey(k.ShardVersion(info.DB, info.Shard, info.TXID), info.Chunk)
 		case KindCompaction:
 			rebuilt = k.Compaction(info.DB)
+		case KindLog:
+			rebuilt = ChunkKey(k.Log(info.DB, info.TXID), info.Chunk)
+		case KindEpoch:
+			rebuilt = k.Epoch(info.DB, info.TXID)
+		case KindAttrs:
+			rebuilt = k.Attrs(info.DB)
 		}
 		if rebuilt != key {
 			t.Fatalf("Parse(%q) = %+v, rebuilt %q", key, info, rebuilt)

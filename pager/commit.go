@@ -184,11 +184,12 @@ type pending struct {
 	spool *os.File // the delta, when spooled
 	size  int64    // its size either way
 	row   []byte   // the page index row (nil without a delta)
+	log   []byte   // the log row (nil without history)
 	cmps  []etcdstore.Cmp
 	flip  etcdstore.Op
 
-	deltaKey, rowKey        string
-	chunkSize, rowChunkSize int
+	deltaKey, rowKey, logKey string
+	chunkSize, rowChunkSize  int
 }
 
 // close releases the spooled delta.
@@ -250,7 +251,7 @@ func (tx *Tx) prepare(ctx context.Context) (*pending, CommitInfo, error) {
 	txid := tx.base.TXID + 1
 	head := Head{
 		TXID: txid, Generation: tx.fence.Generation(), PageSize: tx.pageSize, Pages: pages,
-		UsedBytes: tx.base.UsedBytes, Timestamp: now().UnixMilli(),
+		UsedBytes: tx.base.UsedBytes, Timestamp: db.now().UnixMilli(),
 	}
 	if plain {
 		head.Plain, head.Bytes = true, tx.size
@@ -333,6 +334,11 @@ func (tx *Tx) prepare(ctx context.Context) (*pending, CommitInfo, error) {
 		row = encodePgnos(pgnos)
 		head.UsedBytes += size + int64(len(row))
 	}
+	var logRow []byte
+	if db.p.opts.History > 0 {
+		logRow = encodeLogRow(head, size, pgnos)
+		head.UsedBytes += int64(len(logRow))
+	}
 	if used := tx.v.usage() + head.UsedBytes - tx.base.UsedBytes; tx.quota.MaxBytes > 0 && used > tx.quota.MaxBytes && head.UsedBytes > tx.base.UsedBytes {
 		return nil, CommitInfo{}, &QuotaError{DB: db.name, What: "bytes", Used: used, Max: tx.quota.MaxBytes}
 	}
@@ -356,8 +362,8 @@ func (tx *Tx) prepare(ctx context.Context) (*pending, CommitInfo, error) {
 	ok = true
 	return &pending{
 		tx: tx, head: head, info: CommitInfo{Head: head, Bytes: int(size)}, pgnos: pgnos,
-		blob: blob, spool: spool, size: size, row: row, cmps: cmps, flip: flip,
-		deltaKey: deltaKey, rowKey: rowKey, chunkSize: chunkSize, rowChunkSize: rowChunkSize,
+		blob: blob, spool: spool, size: size, row: row, log: logRow, cmps: cmps, flip: flip,
+		deltaKey: deltaKey, rowKey: rowKey, logKey: keys.Log(db.name, txid), chunkSize: chunkSize, rowChunkSize: rowChunkSize,
 	}, CommitInfo{}, nil
 }
 
@@ -369,7 +375,11 @@ func (pc *pending) fastOps() ([]etcdstore.Op, error) {
 	}
 	db := pc.tx.db
 	if pc.blob == nil {
-		return append(pc.orphanDeletes(), pc.flip), nil
+		ops, err := pc.logOps(pc.orphanDeletes())
+		if err != nil {
+			return nil, err
+		}
+		return append(ops, pc.flip), nil
 	}
 	// AppendChunkPuts leaves out the delete of chunks beyond the new
 	// count, left by an unfinished staged commit of this txid. Only a
@@ -394,7 +404,28 @@ func (pc *pending) fastOps() ([]etcdstore.Op, error) {
 	if risk {
 		all = append(all, etcdstore.ChunkTailDelete(pc.rowKey, n))
 	}
+	if pc.log != nil {
+		if all, n, err = etcdstore.AppendChunkPuts(all, pc.logKey, pc.log, pc.rowChunkSize); err != nil {
+			return nil, err
+		}
+		if risk {
+			all = append(all, etcdstore.ChunkTailDelete(pc.logKey, n))
+		}
+	}
 	return append(all, pc.flip), nil
+}
+
+// logOps appends the puts of pc's log row to ops, with the delete of any
+// longer orphan's chunks.
+func (pc *pending) logOps(ops []etcdstore.Op) ([]etcdstore.Op, error) {
+	if pc.log == nil {
+		return ops, nil
+	}
+	lops, err := etcdstore.ChunkOps(pc.logKey, pc.log, pc.rowChunkSize)
+	if err != nil {
+		return nil, err
+	}
+	return append(ops, lops...), nil
 }
 
 // orphanDeletes returns, for a commit without a delta (a shrink), the
@@ -466,13 +497,21 @@ func send(ctx context.Context, pcs []*pending) error {
 				break
 			}
 			ops, err := etcdstore.ChunkOps(pc.rowKey, pc.row, pc.rowChunkSize)
+			if err == nil {
+				ops, err = pc.logOps(ops)
+			}
 			if err != nil {
 				serr = err
 				break
 			}
 			rowOps = append(rowOps, ops...)
 		} else {
-			flipOps = append(flipOps, pc.orphanDeletes()...)
+			ops, err := pc.logOps(pc.orphanDeletes())
+			if err != nil {
+				serr = err
+				break
+			}
+			flipOps = append(flipOps, ops...)
 		}
 		flipOps = append(flipOps, pc.flip)
 	}

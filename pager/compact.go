@@ -105,12 +105,23 @@ func (db *Database) Compact(ctx context.Context, opts CompactOptions) (CompactRe
 	}
 	res.FoldedTXID = head.TXID
 	res.Complete = len(order) == len(shards)
-	if res.Complete && c.comp.Materialized < head.TXID {
-		c.comp.Materialized = head.TXID
-		if err := c.putState(ctx, nil); err != nil {
-			return res, fmt.Errorf("compact %s: %w", db.name, err)
+	if res.Complete {
+		var ops []etcdstore.Op
+		changed := c.comp.Materialized < head.TXID
+		c.comp.Materialized = max(c.comp.Materialized, head.TXID)
+		if c.epochDue(head) {
+			ops = append(ops, c.newEpoch(head))
+			changed = true
 		}
-		c.published(c.lastRev)
+		if changed {
+			if err := c.putState(ctx, ops); err != nil {
+				return res, fmt.Errorf("compact %s: %w", db.name, err)
+			}
+			c.published(c.lastRev)
+		}
+		if err := c.expire(ctx, head); err != nil {
+			return res, fmt.Errorf("compact %s: expire history: %w", db.name, err)
+		}
 	}
 	return res, nil
 }
@@ -211,7 +222,7 @@ func (c *compactor) deleteOrphans(ctx context.Context) error {
 		if !ok || info.Kind != etcdstore.KindShard {
 			return nil
 		}
-		if c.comp.Shards[info.Shard] == info.TXID {
+		if c.comp.keeps(info.Shard, info.TXID) {
 			return nil
 		}
 		base := keys.ShardVersion(c.db.name, info.Shard, info.TXID)
@@ -308,6 +319,12 @@ func (c *compactor) foldShard(ctx context.Context, n uint32, rows map[uint64][]u
 	} else {
 		delete(c.comp.Shards, n)
 	}
+	// History keeps the old version while an epoch names it.
+	keepOld := hadOld && old != head.TXID && c.historyNeedsVersion(old)
+	if keepOld {
+		c.comp.Kept[n] = append(c.comp.Kept[n], old)
+		c.comp.HistoryBytes += oldBytes
+	}
 	c.comp.ShardBytes += int64(len(blob)) - oldBytes
 	c.res.ShardBytes += int64(len(blob)) - oldBytes
 	if err := c.putState(ctx, nil); err != nil {
@@ -337,11 +354,14 @@ func (c *compactor) foldShard(ctx context.Context, n uint32, rows map[uint64][]u
 			if err != nil {
 				return err
 			}
-			ops = append(ops,
-				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)),
-				etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(keys.Delta(db.name, txid))))
+			ops = append(ops, etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(rowKey)))
+			if c.historyNeeds(txid) {
+				c.comp.HistoryBytes += size // the delta stays for history
+			} else {
+				ops = append(ops, etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(keys.Delta(db.name, txid))))
+				c.res.DeltasDeleted++
+			}
 			freed += oldRow + size
-			c.res.DeltasDeleted++
 		} else {
 			row := encodePgnos(keep)
 			rops, err := etcdstore.ChunkOps(rowKey, row, limits.ChunkSize(len(rowKey)+5)-reserveBytes)
@@ -370,8 +390,8 @@ func (c *compactor) foldShard(ctx context.Context, n uint32, rows map[uint64][]u
 	}
 	c.step("rows", n)
 
-	// The old version is no longer referenced.
-	if hadOld && old != head.TXID {
+	// The old version is no longer referenced (unless history keeps it).
+	if hadOld && old != head.TXID && !keepOld {
 		if _, err := c.txn(ctx, []etcdstore.Op{etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(keys.ShardVersion(db.name, n, old)))}, false); err != nil {
 			return err
 		}

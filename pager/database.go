@@ -459,6 +459,7 @@ func (db *Database) Acquire(ctx context.Context, f Fence) error {
 		[]etcdstore.Op{
 			etcdstore.OpDeleteRange(keys.Deltas(db.name)+first, etcdstore.PrefixEnd(keys.Deltas(db.name))),
 			etcdstore.OpDeleteRange(keys.PIDXs(db.name)+first, etcdstore.PrefixEnd(keys.PIDXs(db.name))),
+			etcdstore.OpDeleteRange(keys.Logs(db.name)+first, etcdstore.PrefixEnd(keys.Logs(db.name))),
 		})
 	if err != nil {
 		return fmt.Errorf("acquire %s: delete orphans: %w", db.name, db.classifyWriteErr(err, kv.ModRevision))
@@ -553,8 +554,14 @@ type Stats struct {
 	Rows       int    // page index rows (deltas with live pages)
 	Pages      int    // pages indexed in deltas
 	Snapshots  int    // open snapshots
-	Writable   bool
-	TxOpen     bool
+	// History (Options.History): bytes kept only for past versions (not
+	// in Usage), epochs kept, and the oldest epoch's txid after the last
+	// expiry.
+	HistoryBytes int64
+	Epochs       int
+	HistoryFrom  uint64
+	Writable     bool
+	TxOpen       bool
 }
 
 // Stats returns the database's in-memory state.
@@ -569,6 +576,7 @@ func (db *Database) Stats() Stats {
 	st := Stats{Head: db.head, Usage: db.viewLocked().usage(), Rows: rows, Pages: pages, Snapshots: pins, Writable: db.fence != nil, TxOpen: db.tx != nil}
 	if db.comp != nil {
 		st.ShardBytes, st.Shards, st.Folded = db.comp.ShardBytes, len(db.comp.Shards), db.comp.Materialized
+		st.HistoryBytes, st.Epochs, st.HistoryFrom = db.comp.HistoryBytes, len(db.comp.Epochs), db.comp.HistoryFrom
 	}
 	return st
 }

@@ -90,6 +90,17 @@ type Options struct {
 	// Preload lists page ranges fetched, with page 1, when a database is
 	// opened: one etcd round trip for the deltas holding them.
 	Preload []PageRange
+	// History keeps every committed version for this long (the history
+	// window, see history.go): commits write log rows and compaction keeps
+	// what versions in the window need. 0 keeps no history.
+	History time.Duration
+	// HistoryEpoch is how often a complete compaction pass records an
+	// epoch for history (default History/4): more often makes opening an
+	// old version read fewer log rows, and keeps more shard versions.
+	HistoryEpoch time.Duration
+	// Now is the clock of commit timestamps and history expiry (default
+	// time.Now).
+	Now func() time.Time
 	// Metrics records Prometheus metrics (NewMetrics); nil records none.
 	Metrics *Metrics
 	// Registerer, with Metrics, also exposes the cache counters.
@@ -162,6 +173,9 @@ func New(opts Options) (*Pager, error) {
 	}
 	if opts.PlainMaxBytes <= 0 {
 		opts.PlainMaxBytes = DefaultPlainMaxBytes
+	}
+	if opts.History > 0 && opts.HistoryEpoch <= 0 {
+		opts.HistoryEpoch = opts.History / 4
 	}
 	if opts.ResolveTimeout <= 0 {
 		opts.ResolveTimeout = 30 * time.Second

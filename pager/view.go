@@ -3,6 +3,8 @@ package pager
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // compState is a database's compaction-owned state (Keys.Compaction),
@@ -19,15 +21,44 @@ type compState struct {
 	FreedBytes int64 `json:"freed_bytes"`
 	// Materialized is the txid the last complete pass folded up to.
 	Materialized uint64 `json:"materialized"`
+
+	// History (history.go): the epochs kept, oldest first; per shard, the
+	// versions kept for them besides the live one, ascending; the bytes of
+	// those versions and of the deltas kept after their rows were folded
+	// (not in the usage above); and the oldest epoch expiry kept.
+	Epochs       []epochRef          `json:"epochs,omitempty"`
+	Kept         map[uint32][]uint64 `json:"kept,omitempty"`
+	HistoryBytes int64               `json:"history_bytes,omitempty"`
+	HistoryFrom  uint64              `json:"history_from,omitempty"`
+}
+
+// epochRef names an epoch (Keys.Epoch) and its commit time, Unix ms.
+type epochRef struct {
+	TXID      uint64 `json:"txid"`
+	Timestamp int64  `json:"ts"`
 }
 
 func (c *compState) clone() *compState {
 	out := *c
-	out.Shards = make(map[uint32]uint64, len(c.Shards))
-	for k, v := range c.Shards {
-		out.Shards[k] = v
+	out.Shards = maps.Clone(c.Shards)
+	if out.Shards == nil {
+		out.Shards = map[uint32]uint64{}
+	}
+	out.Epochs = slices.Clone(c.Epochs)
+	out.Kept = make(map[uint32][]uint64, len(c.Kept))
+	for k, v := range c.Kept {
+		out.Kept[k] = slices.Clone(v)
 	}
 	return &out
+}
+
+// keeps reports whether version txid of shard n is live or kept for history.
+func (c *compState) keeps(n uint32, txid uint64) bool {
+	if t, ok := c.Shards[n]; ok && t == txid {
+		return true
+	}
+	_, kept := slices.BinarySearch(c.Kept[n], txid)
+	return kept
 }
 
 func (c *compState) marshal() []byte {
