@@ -154,7 +154,13 @@ func (w *Worker) Run(ctx context.Context) {
 func (w *Worker) due(db *pager.Database) bool { return w.dueStats(db.Stats()) }
 
 func (w *Worker) dueStats(s pager.Stats) bool {
-	if !s.Writable || s.Rows == 0 {
+	if !s.Writable {
+		return false
+	}
+	if s.ExpiryDue {
+		return true
+	}
+	if s.Rows == 0 {
 		return false
 	}
 	idle := time.Since(time.UnixMilli(s.Head.Timestamp)) >= w.opts.IdleAfter

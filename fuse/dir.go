@@ -132,6 +132,14 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 			return inode, 0
 		}
 	}
+	if errors.Is(err, pager.ErrNotFound) && strings.Contains(name, "@") {
+		h, errno := n.lookupVersion(ctx, name)
+		if errno != 0 {
+			return nil, errno
+		}
+		h.fill(&out.Attr)
+		return h.EmbeddedInode(), 0
+	}
 	if err != nil {
 		return nil, fsys.errno("lookup", name, err)
 	}
@@ -411,6 +419,11 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if c, ok := gofuse.FromContext(ctx); ok && fsys.isAgentOpen(c.Pid) {
 		return nil, nil, 0, syscall.ENOENT // a lock agent's file was renamed away (openOwn)
 	}
+	if strings.Contains(name, "@") {
+		if errno := n.refuseVersionCreate(ctx, name); errno != 0 {
+			return nil, nil, 0, errno // a past version of a database, or its journal
+		}
+	}
 	if _, ok := isSide(name); ok {
 		if err := etcdstore.ValidateName(name); err != nil {
 			return nil, nil, 0, fsys.errno("create", name, err)
@@ -530,6 +543,11 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofu
 	if _, ok := isSide(name); ok {
 		return nil, syscall.EINVAL // the name of a side file: kvfs's own
 	}
+	if strings.Contains(name, "@") {
+		if errno := n.refuseVersionCreate(ctx, name); errno != 0 {
+			return nil, errno
+		}
+	}
 	a := creator(ctx, mode)
 	a.Mode = mode & 0o7777 // a directory keeps set-group-ID and sticky
 	done := fsys.makingHere(n.id, name, ownPut)
@@ -633,6 +651,11 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	if _, side := isSide(newName); side {
 		return syscall.EINVAL
+	}
+	if strings.Contains(newName, "@") {
+		if errno := np.refuseVersionCreate(ctx, newName); errno != 0 {
+			return errno
+		}
 	}
 	p := fsys.opts.Pager
 	e, _, err := p.Lookup(ctx, n.id, name)

@@ -111,6 +111,9 @@ type FS struct {
 	dbs    map[string]*dbNode   // by id
 	byName map[string]*dbNode   // by sideKey(directory id, name)
 	sides  map[string]*sideNode // by sideKey(directory id, name)
+	// versions are the time-travel files looked up (history.go), by
+	// database id and txid.
+	versions map[string]*historyNode
 	// own are the name changes this host made through the mount and has
 	// not heard back from etcd yet, by sideKey(directory id, name): the
 	// kernel knows them already (see nameChanged).
@@ -161,7 +164,7 @@ func Mount(mountpoint string, opts Options) (*FS, error) {
 		log.Info("moved the databases of the flat catalog into the root directory", "databases", n)
 	}
 	// mnt is set before serving: lock agents open files through it.
-	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dirs: map[string]*dirNode{}, dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}, own: map[string][]ownChange{}}
+	fsys := &FS{opts: opts, log: log, mnt: mountpoint, mntPaths: mountPaths(mountpoint), dirs: map[string]*dirNode{}, dbs: map[string]*dbNode{}, byName: map[string]*dbNode{}, sides: map[string]*sideNode{}, versions: map[string]*historyNode{}, own: map[string][]ownChange{}}
 	fsys.root = &dirNode{fsys: fsys, id: pager.RootDir}
 	fsys.dirs[pager.RootDir] = fsys.root
 	mo := gofuse.MountOptions{
@@ -247,9 +250,12 @@ func (fsys *FS) Unmount(ctx context.Context) error {
 	fsys.server.Wait()
 	dbs := fsys.openDBs()
 	fsys.mu.Lock()
-	sides := fsys.sides
-	fsys.sides = map[string]*sideNode{}
+	sides, versions := fsys.sides, fsys.versions
+	fsys.sides, fsys.versions = map[string]*sideNode{}, map[string]*historyNode{}
 	fsys.mu.Unlock()
+	for _, h := range versions {
+		h.snap.Close()
+	}
 	for _, d := range dbs {
 		d.close(ctx)
 	}

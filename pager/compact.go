@@ -109,7 +109,8 @@ func (db *Database) Compact(ctx context.Context, opts CompactOptions) (CompactRe
 		var ops []etcdstore.Op
 		changed := c.comp.Materialized < head.TXID
 		c.comp.Materialized = max(c.comp.Materialized, head.TXID)
-		if c.epochDue(head) {
+		over := c.historyOver()
+		if c.epochDue(head) || (over && c.comp.Epochs[len(c.comp.Epochs)-1].TXID < head.TXID) {
 			ops = append(ops, c.newEpoch(head))
 			changed = true
 		}
@@ -119,7 +120,7 @@ func (db *Database) Compact(ctx context.Context, opts CompactOptions) (CompactRe
 			}
 			c.published(c.lastRev)
 		}
-		if err := c.expire(ctx, head); err != nil {
+		if err := c.expire(ctx, head, over); err != nil {
 			return res, fmt.Errorf("compact %s: expire history: %w", db.name, err)
 		}
 	}

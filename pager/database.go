@@ -560,8 +560,12 @@ type Stats struct {
 	HistoryBytes int64
 	Epochs       int
 	HistoryFrom  uint64
-	Writable     bool
-	TxOpen       bool
+	// ExpiryDue says a compaction pass would expire history (some of it
+	// left the window, or history was turned off), even with nothing to
+	// fold.
+	ExpiryDue bool
+	Writable  bool
+	TxOpen    bool
 }
 
 // Stats returns the database's in-memory state.
@@ -577,6 +581,7 @@ func (db *Database) Stats() Stats {
 	if db.comp != nil {
 		st.ShardBytes, st.Shards, st.Folded = db.comp.ShardBytes, len(db.comp.Shards), db.comp.Materialized
 		st.HistoryBytes, st.Epochs, st.HistoryFrom = db.comp.HistoryBytes, len(db.comp.Epochs), db.comp.HistoryFrom
+		st.ExpiryDue = db.expiryDueLocked()
 	}
 	return st
 }

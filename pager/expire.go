@@ -54,13 +54,36 @@ func (c *compactor) newEpoch(head Head) etcdstore.Op {
 	return etcdstore.OpPut(c.db.p.keys.Epoch(c.db.name, head.TXID), marshalJSON(e))
 }
 
+// expiryDueLocked reports whether a pass would expire history: history is
+// off and some is kept, or a second epoch left the window (the first is
+// the oldest kept).
+func (db *Database) expiryDueLocked() bool {
+	c, o := db.comp, db.p.opts
+	if c == nil {
+		return false
+	}
+	if o.History <= 0 {
+		return len(c.Epochs) > 0 || len(c.Kept) > 0 || c.HistoryBytes > 0
+	}
+	return len(c.Epochs) > 1 && c.Epochs[1].Timestamp <= db.now().Add(-o.History).UnixMilli()
+}
+
+// historyOver reports whether the database keeps more history than
+// Options.HistoryMaxBytes (the pass then records an epoch at its head, and
+// expire drops every version before it). It has an epoch to go back to.
+func (c *compactor) historyOver() bool {
+	o := c.db.p.opts
+	return o.History > 0 && o.HistoryMaxBytes > 0 && c.comp.HistoryBytes > o.HistoryMaxBytes && len(c.comp.Epochs) > 0
+}
+
 // expire deletes the history no version in the window needs, after a
 // complete pass at head. The newest epoch committed at least History ago
 // becomes the oldest: every version in the window is at or after it, so
 // the epochs, shard versions only older epochs name, deltas up to it and
-// log rows before it go. With history off, all of it goes (up to head).
+// log rows before it go. With history off, all of it goes (up to head);
+// over (historyOver), all of it before the newest epoch.
 // Readers pinned at older revisions still read what it deletes.
-func (c *compactor) expire(ctx context.Context, head Head) error {
+func (c *compactor) expire(ctx context.Context, head Head, over bool) error {
 	db, keys, o := c.db, c.db.p.keys, c.db.p.opts
 	var base uint64
 	var keep []epochRef
@@ -77,6 +100,11 @@ func (c *compactor) expire(ctx context.Context, head Head) error {
 			if e.Timestamp <= cutoff {
 				i = j
 			}
+		}
+		if over {
+			i = len(c.comp.Epochs) - 1
+			db.p.log.Warn("history over history.max_bytes: dropping the versions before the current one",
+				"db", db.Path(), "history_bytes", c.comp.HistoryBytes, "max_bytes", o.HistoryMaxBytes, "from_txid", c.comp.Epochs[i].TXID)
 		}
 		if i < 0 || c.comp.Epochs[i].TXID <= c.comp.HistoryFrom {
 			return nil

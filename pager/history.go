@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -424,4 +428,144 @@ func (db *Database) now() time.Time {
 		return db.p.opts.Now()
 	}
 	return now()
+}
+
+// VersionSpec names a version: a txid, or the last commit at or before a
+// time (when TXID is 0).
+type VersionSpec struct {
+	TXID uint64
+	Time time.Time
+}
+
+func (v VersionSpec) String() string {
+	if v.TXID > 0 {
+		return strconv.FormatUint(v.TXID, 10)
+	}
+	return v.Time.Format(time.RFC3339Nano)
+}
+
+// ParseVersion parses a version as users write it (after '@' in a
+// time-travel name, or kvfs restore --to): a txid (decimal, 1 or more) or
+// an RFC 3339 time with its zone.
+func ParseVersion(s string) (VersionSpec, error) {
+	if s == "" {
+		return VersionSpec{}, errors.New("empty version: want a txid or an RFC 3339 time")
+	}
+	if !strings.ContainsAny(s, "-:T") {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return VersionSpec{}, fmt.Errorf("version %q: want a txid (1 or more) or an RFC 3339 time such as 2026-12-01T10:00:00Z", s)
+		}
+		return VersionSpec{TXID: n}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		if _, e2 := time.Parse("2006-01-02T15:04:05.999999999", s); e2 == nil {
+			return VersionSpec{}, fmt.Errorf("time %q has no zone: add Z (UTC) or an offset such as +01:00", s)
+		}
+		return VersionSpec{}, fmt.Errorf("version %q: want a txid or an RFC 3339 time such as 2026-12-01T10:00:00Z", s)
+	}
+	return VersionSpec{Time: t}, nil
+}
+
+// VersionOf returns the snapshot of the version v names (Version or
+// VersionAt).
+func (db *Database) VersionOf(ctx context.Context, v VersionSpec) (*Snapshot, error) {
+	if v.TXID > 0 {
+		return db.Version(ctx, v.TXID)
+	}
+	return db.VersionAt(ctx, v.Time)
+}
+
+// ChangedSince returns, sorted, the pages that the commits after s's txid
+// up to the head of the current view wrote, the fewest pages the database
+// had along the way (s's included), and that head: s and the head may
+// differ only in those pages and past that low mark. The log must hold
+// every one of those commits.
+func (db *Database) ChangedSince(ctx context.Context, s *Snapshot) ([]uint32, uint32, Head, error) {
+	v, err := db.current(ctx)
+	if err != nil {
+		return nil, 0, Head{}, err
+	}
+	defer db.unpin(v.rev)
+	from, low := s.Head().TXID+1, s.Head().Pages
+	if from > v.head.TXID {
+		return nil, low, v.head, nil
+	}
+	set := map[uint32]bool{}
+	expect := from
+	err = db.logRows(ctx, v.rev, from, v.head.TXID, func(r logRow) error {
+		if r.head.TXID != expect {
+			return fmt.Errorf("the log of %s lacks txid %d: %w", db.Path(), expect, ErrNotFound)
+		}
+		expect++
+		low = min(low, r.head.Pages)
+		for _, p := range r.pgnos {
+			set[p] = true
+		}
+		return nil
+	})
+	if err == nil && expect != v.head.TXID+1 {
+		err = fmt.Errorf("the log of %s lacks txid %d: %w", db.Path(), expect, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, Head{}, err
+	}
+	return slices.Sorted(maps.Keys(set)), low, v.head, nil
+}
+
+// Restore writes, in tx, what makes the database read as s (a version of
+// it): s's pages the commits after it changed, those past the fewest pages
+// the database had since, and s's size. tx must start from the head
+// ChangedSince reads (the caller holds the write lease); progress, when
+// set, hears of each page written out of the total. It returns the pages
+// written.
+func (db *Database) Restore(ctx context.Context, tx *Tx, s *Snapshot, progress func(done, total int)) (int, error) {
+	changed, low, head, err := db.ChangedSince(ctx, s)
+	if err != nil {
+		return 0, err
+	}
+	if b := tx.Base(); b.TXID != head.TXID {
+		return 0, fmt.Errorf("restore %s: the transaction starts at txid %d, the head is %d: %w", db.Path(), b.TXID, head.TXID, ErrConflict)
+	}
+	want := s.Head()
+	if want.PageSize == 0 || want.Pages == 0 {
+		return 0, tx.Truncate(ctx, 0)
+	}
+	if head.PageSize != 0 && head.PageSize != want.PageSize {
+		return 0, fmt.Errorf("restore %s: txid %d has %d-byte pages, the database now %d-byte pages", db.Path(), want.TXID, want.PageSize, head.PageSize)
+	}
+	var pgnos []uint32
+	for _, p := range changed {
+		if p <= low {
+			pgnos = append(pgnos, p)
+		}
+	}
+	for p := low + 1; p <= want.Pages; p++ {
+		pgnos = append(pgnos, p)
+	}
+	ps := int64(want.PageSize)
+	buf := make([]byte, ps)
+	for i, p := range pgnos {
+		off := int64(p-1) * ps
+		n := min(ps, want.Size()-off)
+		if _, err := s.ReadAt(ctx, buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+			return i, err
+		}
+		if p == lockPgno(want.PageSize) && !want.Plain {
+			continue // never written; reads as zeros
+		}
+		if _, err := tx.WriteAt(ctx, buf[:n], off); err != nil {
+			return i, err
+		}
+		if progress != nil {
+			progress(i+1, len(pgnos))
+		}
+	}
+	if tx.Size() != want.Size() {
+		if err := tx.Truncate(ctx, want.Size()); err != nil {
+			return len(pgnos), err
+		}
+	}
+	return len(pgnos), nil
 }

@@ -201,9 +201,42 @@ func TestHistoryModel(t *testing.T) {
 			}
 		}
 	}
-	passes, expired := 0, 0
+	passes, expired, restores := 0, 0, 0
 	for step := range steps {
-		switch r := rng.Intn(20); {
+		switch r := rng.Intn(21); {
+		case r == 20:
+			// Restore a random version of the window as a new commit.
+			head := uint64(len(model) - 1)
+			to := uint64(1 + rng.Intn(len(model)-1))
+			for !inWindow(to) {
+				to++
+			}
+			snap, err := db.Version(ctx, to)
+			if err != nil {
+				t.Fatalf("step %d: version %d: %v", step, to, err)
+			}
+			tx, err := db.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Restore(ctx, tx, snap, nil); err != nil {
+				t.Fatalf("step %d: restore txid %d at head %d: %v", step, to, head, err)
+			}
+			info, err := tx.Commit(ctx)
+			snap.Close()
+			if err != nil {
+				t.Fatalf("step %d: restore commit: %v", step, err)
+			}
+			if info.Head.TXID != head+1 && !(info.Head.TXID == head && to == head) {
+				t.Fatalf("restore landed txid %d at head %d", info.Head.TXID, head)
+			}
+			if info.Head.TXID == head+1 {
+				cur = bytes.Clone(model[to])
+				model = append(model, cur)
+				times = append(times, info.Head.Timestamp)
+			}
+			restores++
+			check(db, uint64(len(model)-1))
 		case r < 12:
 			commit(false)
 		case r < 13:
@@ -242,8 +275,8 @@ func TestHistoryModel(t *testing.T) {
 		check(other, txid)
 	}
 	st := db.Stats()
-	t.Logf("%d commits, %d passes, %d expiries; history from txid %d, %d bytes live, %d bytes history",
-		len(model)-1, passes, expired, st.HistoryFrom, st.Usage, st.HistoryBytes)
+	t.Logf("%d commits (%d restores), %d passes, %d expiries; history from txid %d, %d bytes live, %d bytes history",
+		len(model)-1, restores, passes, expired, st.HistoryFrom, st.Usage, st.HistoryBytes)
 	if expired == 0 {
 		t.Errorf("no pass expired history: the test did not exercise expiry")
 	}
@@ -278,4 +311,100 @@ func checkStoredBytes(ctx context.Context, e *env, name string, st Stats) error 
 		return fmt.Errorf("%s stores %d payload bytes; usage %d + history %d = %d", name, stored, st.Usage, st.HistoryBytes, want)
 	}
 	return nil
+}
+
+// TestHistoryLimits: a database keeping more than HistoryMaxBytes drops
+// the versions before the current one at the next complete pass, and an
+// idle database whose history left the window is due for an expiry pass
+// (ExpiryDue, which the compaction worker acts on) that drops it.
+func TestHistoryLimits(t *testing.T) {
+	ctx := ctxT(t)
+	const ps = 1024
+	clock := newTestClock()
+	e := newEnv(t, Options{})
+	opts := Options{History: time.Hour, HistoryEpoch: time.Minute, Now: clock.Now}
+	pLimited := func(max int64) (*Database, *testFence) {
+		o := opts
+		o.HistoryMaxBytes = max
+		p := e.pager(o)
+		name := fmt.Sprintf("l%d.db", max)
+		if err := p.Create(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		db, err := p.Open(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		f := e.fence(name, 1)
+		if err := db.Acquire(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		return db, f
+	}
+	compact := func(db *Database) {
+		t.Helper()
+		if _, err := db.Compact(ctx, CompactOptions{ShardPages: 8}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, limit := range []int64{0, 64 << 10} {
+		db, _ := pLimited(limit)
+		// An epoch at txid 2, then 40 rewrites of 32 pages each.
+		writeDB(t, db, ps, 32, 1)
+		writeDB(t, db, ps, 32, 2)
+		compact(db)
+		for v := range 40 {
+			clock.advance(time.Second)
+			writeDB(t, db, ps, 32, byte(3+v))
+		}
+		compact(db)
+		st := db.Stats()
+		old, err := db.Version(ctx, 2)
+		if limit == 0 {
+			if err != nil {
+				t.Fatalf("no limit: txid 2 (in the window): %v", err)
+			}
+			old.Close()
+			if st.HistoryBytes < 64<<10 {
+				t.Fatalf("no limit: %d history bytes; the test needs more than %d", st.HistoryBytes, 64<<10)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrNotFound) {
+			t.Fatalf("limit %d, %d history bytes: txid 2 read %v, want ErrNotFound", limit, st.HistoryBytes, err)
+		}
+		if st.HistoryBytes > limit || st.HistoryFrom != st.Head.TXID {
+			t.Fatalf("limit %d: %d history bytes from txid %d after the pass, head %d", limit, st.HistoryBytes, st.HistoryFrom, st.Head.TXID)
+		}
+		if err := checkStoredBytes(ctx, e, "l65536.db", st); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Idle: two epochs, then the clock passes the window.
+	db, _ := pLimited(1)
+	db.p.opts.HistoryMaxBytes = 0
+	writeDB(t, db, ps, 8, 1)
+	writeDB(t, db, ps, 8, 2)
+	compact(db)
+	clock.advance(2 * time.Minute)
+	writeDB(t, db, ps, 8, 3)
+	compact(db)
+	if st := db.Stats(); st.Epochs != 2 || st.ExpiryDue {
+		t.Fatalf("two epochs in the window: %+v", st)
+	}
+	clock.advance(2 * time.Hour)
+	st := db.Stats()
+	if !st.ExpiryDue || st.Rows != 0 {
+		t.Fatalf("history out of the window, nothing to fold: ExpiryDue %v rows %d", st.ExpiryDue, st.Rows)
+	}
+	compact(db)
+	st = db.Stats()
+	if st.ExpiryDue || st.Epochs != 1 || st.HistoryFrom != 3 || st.HistoryBytes != 0 {
+		t.Fatalf("after the expiry pass: %+v", st)
+	}
+	if _, err := db.Version(ctx, 2); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("txid 2 after expiry: %v", err)
+	}
 }

@@ -98,6 +98,10 @@ type Options struct {
 	// epoch for history (default History/4): more often makes opening an
 	// old version read fewer log rows, and keeps more shard versions.
 	HistoryEpoch time.Duration
+	// HistoryMaxBytes bounds the history one database keeps (0: no bound):
+	// a complete compaction pass that finds more drops the versions before
+	// the current one, window or not, and logs it.
+	HistoryMaxBytes int64
 	// Now is the clock of commit timestamps and history expiry (default
 	// time.Now).
 	Now func() time.Time

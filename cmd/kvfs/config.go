@@ -85,6 +85,21 @@ type Config struct {
 	// Compaction folds the deltas of the databases this host writes into
 	// shards, and bounds etcd's history.
 	Compaction CompactionConfig `yaml:"compaction"`
+	// History keeps past versions of every database readable (app.db@TXID,
+	// kvfs log, restore, fork).
+	History HistoryConfig `yaml:"history"`
+}
+
+// HistoryConfig sets how much of each database's past kvfs keeps
+// (pager.Options.History).
+type HistoryConfig struct {
+	// Retention keeps every version that was current at some time within
+	// this long; 0 keeps none (and drops what was kept).
+	Retention Duration `yaml:"retention"`
+	// MaxBytes bounds each database's history in etcd: past it, the next
+	// compaction pass drops the versions before the current one (and logs
+	// it). 0 is unbounded.
+	MaxBytes ByteSize `yaml:"max_bytes"`
 }
 
 // CompactionConfig tunes background compaction (compaction.Options).
@@ -208,6 +223,7 @@ func DefaultConfig() Config {
 			MaxDeltas: 64, MaxDeltaBytes: 32 << 20, IdleAfter: Duration(10 * time.Second), ShardPages: 1024,
 			HistoryRetention: Duration(10 * time.Minute), Defrag: "auto",
 		},
+		History: HistoryConfig{Retention: Duration(24 * time.Hour), MaxBytes: 256 << 20},
 	}
 }
 
@@ -317,6 +333,9 @@ func (c Config) Validate() error {
 	case "auto", "always", "never":
 	default:
 		return fmt.Errorf("compaction.defrag %q: want auto, always or never", c.Compaction.Defrag)
+	}
+	if c.History.Retention < 0 {
+		return fmt.Errorf("history.retention %s: want 0 (off) or more", c.History.Retention)
 	}
 	if sp := c.Compaction.ShardPages; sp < 1 || sp > 1<<20 {
 		return fmt.Errorf("compaction.shard_pages %d: want 1 to 1048576", sp)
@@ -476,6 +495,8 @@ var settings = []setting{
 	{"compaction.shard_pages", "", "", func(c *Config) any { return &c.Compaction.ShardPages }, false},
 	{"compaction.history_retention", "", "", func(c *Config) any { return &c.Compaction.HistoryRetention }, true},
 	{"compaction.defrag", "", "", func(c *Config) any { return &c.Compaction.Defrag }, true},
+	{"history.retention", "history", "keep every version of every database current within this long (0: no history)", func(c *Config) any { return &c.History.Retention }, false},
+	{"history.max_bytes", "history-max-bytes", "bound on each database's history in etcd (0: none)", func(c *Config) any { return &c.History.MaxBytes }, false},
 }
 
 // setField parses s into the field p points to.

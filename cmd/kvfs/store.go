@@ -205,15 +205,17 @@ func openPager(ctx context.Context, cfg Config, stderr io.Writer) (*session, *pa
 
 func (s *session) pagerOptions() pager.Options {
 	return pager.Options{
-		Store:          s.store,
-		Keys:           s.keys,
-		PageCacheBytes: int64(s.cfg.Cache.PageBytes),
-		BlobCacheBytes: int64(s.cfg.Cache.BlobBytes),
-		DirtyMemBytes:  int64(s.cfg.Cache.DirtyMemBytes),
-		SpoolDir:       s.cfg.SpoolDir,
-		PlainMaxBytes:  int64(s.cfg.Quota.PlainMaxBytes),
-		QuotaFor:       s.cfg.QuotaFor,
-		Logger:         s.log,
+		Store:           s.store,
+		Keys:            s.keys,
+		PageCacheBytes:  int64(s.cfg.Cache.PageBytes),
+		BlobCacheBytes:  int64(s.cfg.Cache.BlobBytes),
+		DirtyMemBytes:   int64(s.cfg.Cache.DirtyMemBytes),
+		SpoolDir:        s.cfg.SpoolDir,
+		PlainMaxBytes:   int64(s.cfg.Quota.PlainMaxBytes),
+		QuotaFor:        s.cfg.QuotaFor,
+		Logger:          s.log,
+		History:         time.Duration(s.cfg.History.Retention),
+		HistoryMaxBytes: int64(s.cfg.History.MaxBytes),
 	}
 }
 
