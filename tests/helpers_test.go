@@ -71,6 +71,7 @@ type mountOpts struct {
 	SpaceQuota    int64         // etcd quota statfs reports (default 2 GiB, etcd's)
 	EntryTimeout  time.Duration // the kernel's cache time of names, present and absent (default 1 s)
 	PlainMaxBytes int64         // largest plain file (default pager.DefaultPlainMaxBytes)
+	History       time.Duration // history retention (pager.Options.History; 0: none)
 }
 
 // mount is one kvfs mount, unmounted in t.Cleanup.
@@ -108,7 +109,7 @@ func mountKVFS(t *testing.T, o mountOpts) *mount {
 	}
 	keys := etcdstore.NewKeys(o.Prefix)
 	spool := t.TempDir()
-	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: spool, Quota: o.Quota, PlainMaxBytes: o.PlainMaxBytes, ResolveTimeout: 3 * time.Second})
+	p, err := pager.New(pager.Options{Store: store, Keys: keys, SpoolDir: spool, Quota: o.Quota, PlainMaxBytes: o.PlainMaxBytes, ResolveTimeout: 3 * time.Second, History: o.History})
 	if err != nil {
 		t.Fatal(err)
 	}

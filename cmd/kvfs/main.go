@@ -33,7 +33,8 @@ var errUsage = errors.New("usage")
 func commands() []command {
 	cmds := []command{
 		versionCommand(), etcdCommand(), mountCommand(), lsCommand(), statusCommand(),
-		importCommand(), exportCommand(), verifyCommand(), rmCommand(), compactCommand(), compactCommand(),
+		importCommand(), exportCommand(), verifyCommand(), rmCommand(), compactCommand(),
+		logCommand(), restoreCommand(), forkCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
