@@ -27,6 +27,13 @@ type Info struct {
 	// ShardVersions maps each shard to the txid of its live version;
 	// other versions under Keys.Shard are leftovers of an interrupted pass.
 	ShardVersions map[uint32]uint64
+	// History (see history.go): the bytes of the deltas and shard versions
+	// kept only for past versions (not in Usage), those shard versions by
+	// shard, the epochs' txids, and the oldest txid expiry kept.
+	HistoryBytes int64
+	KeptShards   map[uint32][]uint64
+	Epochs       []uint64
+	HistoryFrom  uint64
 }
 
 // ReadInfo reads database name's head and compaction state at one
@@ -53,7 +60,12 @@ func ReadInfo(ctx context.Context, store Store, keys etcdstore.Keys, name string
 		}
 		v.comp = c
 		info.ShardPages, info.Shards, info.Materialized = c.ShardPages, len(c.Shards), c.Materialized
-		info.ShardVersions = c.clone().Shards
+		cc := c.clone()
+		info.ShardVersions, info.KeptShards = cc.Shards, cc.Kept
+		info.HistoryBytes, info.HistoryFrom = c.HistoryBytes, c.HistoryFrom
+		for _, e := range c.Epochs {
+			info.Epochs = append(info.Epochs, e.TXID)
+		}
 	case !errors.Is(err, etcdstore.ErrNotFound):
 		return Info{}, fmt.Errorf("read compaction state of %s: %w", name, err)
 	}
@@ -64,6 +76,16 @@ func ReadInfo(ctx context.Context, store Store, keys etcdstore.Keys, name string
 // DecodeRow decodes a page index row's payload (the page numbers a delta
 // still holds), for tools that inspect etcd directly (kvfs verify).
 func DecodeRow(b []byte) ([]uint32, error) { return decodePgnos(b) }
+
+// DecodeLog decodes the whole log row of txid (Keys.Log), for tools that
+// inspect etcd directly (kvfs verify).
+func DecodeLog(txid uint64, b []byte) (Commit, error) {
+	r, err := decodeLogRow(txid, b, false)
+	if err != nil {
+		return Commit{}, err
+	}
+	return r.commit(), nil
+}
 
 // Usage returns the bytes a database stores in etcd given its head and the
 // raw value of its compaction state key (nil when absent).

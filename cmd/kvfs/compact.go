@@ -85,8 +85,8 @@ func compactOne(ctx context.Context, sess *session, p *pager.Pager, fm *fence.Ma
 		return err
 	}
 	after := db.Stats()
-	fmt.Fprintf(stdout, "%s: folded up to txid %d: %d shards written, %d deltas deleted, %s freed; %s stored (was %s); %s\n",
+	fmt.Fprintf(stdout, "%s: folded up to txid %d: %d shards written, %d deltas deleted, %s freed; %s stored (was %s), history %s (was %s); %s\n",
 		name, res.FoldedTXID, res.Shards, res.DeltasDeleted, humanBytes(res.BytesFreed),
-		humanBytes(after.Usage), humanBytes(before.Usage), time.Since(start).Round(time.Millisecond))
+		humanBytes(after.Usage), humanBytes(before.Usage), humanBytes(after.HistoryBytes), humanBytes(before.HistoryBytes), time.Since(start).Round(time.Millisecond))
 	return nil
 }

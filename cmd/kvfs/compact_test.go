@@ -18,9 +18,20 @@ func TestCompact(t *testing.T) {
 	if !strings.Contains(out, "deltas outstanding: 4") {
 		t.Fatalf("status before compaction: %q", out)
 	}
+	// History on (the default): the folded deltas stay for past versions.
 	out, _ = s.kvfs(0, "compact", "c.db")
-	if !strings.Contains(out, "c.db: folded up to txid 4") || !strings.Contains(out, "4 deltas deleted") {
+	if !strings.Contains(out, "c.db: folded up to txid 4") || !strings.Contains(out, "0 deltas deleted") || strings.Contains(out, "history 0 B") {
 		t.Fatalf("compact: %q", out)
+	}
+	out, _ = s.kvfs(0, "status", "c.db")
+	if !strings.Contains(out, "history: ") || strings.Contains(out, "history:            0 B") || !strings.Contains(out, "1 epochs; retention 24h0m0s") {
+		t.Fatalf("status with history: %q", out)
+	}
+	s.kvfs(0, "verify", "c.db")
+	// History off: the next pass drops it.
+	out, _ = s.kvfs(0, "compact", "--history", "0", "c.db")
+	if !strings.Contains(out, "4 deltas deleted") || !strings.Contains(out, "history 0 B") {
+		t.Fatalf("compact --history 0: %q", out)
 	}
 	out, _ = s.kvfs(0, "status", "c.db")
 	if !strings.Contains(out, "deltas outstanding: 0") || !strings.Contains(out, "compaction lag 0") {

@@ -35,6 +35,12 @@ type dbStatus struct {
 	QuotaPages int64      `json:"quota_pages"`
 	Usage      int64      `json:"used_bytes"`     // bytes stored in etcd, as quota counts them
 	Lag        uint64     `json:"compaction_lag"` // head txid minus the txid compaction folded up to
+	// History: bytes kept only for past versions (not in used_bytes, not
+	// counted by the quota), the oldest txid expiry kept, and epochs.
+	HistoryBytes int64  `json:"history_bytes"`
+	HistoryFrom  uint64 `json:"history_from_txid"`
+	Epochs       int    `json:"history_epochs"`
+	Retention    string `json:"history_retention"`
 }
 
 // clusterStatus is etcd's state as `kvfs status` reports it.
@@ -54,7 +60,8 @@ use), its alarms, the headroom left under etcd's backend quota
 line per database. With DB: that database's head, its write lease holder and
 generation, the deltas outstanding (page index rows, not yet folded into
 shards by compaction), shards, orphans of an unfinished staged commit, usage
-and quota.
+and quota, and the bytes kept for history (past versions; not counted by the
+quota, bounded by history.retention and history.max_bytes).
 `+storeFlagsHelp+`
 
 Example:
@@ -94,6 +101,8 @@ Example:
 		}
 		st.Usage, st.Shards = pinfo.Usage, pinfo.Shards
 		st.Lag = pinfo.Head.TXID - min(pinfo.Materialized, pinfo.Head.TXID)
+		st.HistoryBytes, st.HistoryFrom, st.Epochs = pinfo.HistoryBytes, pinfo.HistoryFrom, len(pinfo.Epochs)
+		st.Retention = cfg.History.Retention.String()
 		return st, nil
 	}
 
@@ -159,10 +168,10 @@ Example:
 		return nil
 	}
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tTXID\tGEN\tLEASE HOLDER\tDELTAS OUTSTANDING\tSHARDS\tORPHANS\tUSED")
+	fmt.Fprintln(tw, "  NAME\tTXID\tGEN\tLEASE HOLDER\tDELTAS OUTSTANDING\tSHARDS\tORPHANS\tUSED\tHISTORY")
 	for _, st := range cs.Databases {
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\n", st.Name, st.Head.TXID, st.Head.Generation, holderText(st),
-			st.PIDXRows, st.Shards, st.Orphans, humanBytes(st.Usage))
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", st.Name, st.Head.TXID, st.Head.Generation, holderText(st),
+			st.PIDXRows, st.Shards, st.Orphans, humanBytes(st.Usage), humanBytes(st.HistoryBytes))
 	}
 	return tw.Flush()
 }
@@ -195,6 +204,12 @@ func printDBStatus(w io.Writer, st dbStatus) {
 	fmt.Fprintf(w, "  orphans:            %d (staged by an unfinished commit; removed by the next writer)\n", st.Orphans)
 	fmt.Fprintf(w, "  used:               %s of %s; pages limit %s\n", humanBytes(st.Usage),
 		limit(st.QuotaBytes, humanBytes), limit(st.QuotaPages, func(v int64) string { return fmt.Sprint(v) }))
+	from := "the first commit"
+	if st.HistoryFrom > 0 {
+		from = fmt.Sprintf("txid %d", st.HistoryFrom)
+	}
+	fmt.Fprintf(w, "  history:            %s besides the used bytes (versions kept from %s; %d epochs; retention %s)\n",
+		humanBytes(st.HistoryBytes), from, st.Epochs, st.Retention)
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -27,7 +27,10 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
   - every delta and shard blob decodes and passes its LTX checksums, and
     describes the transaction and page size it is stored under;
   - every page index row decodes and names only pages present in its delta;
-  - the usage recomputed from the stored bytes equals the head's used_bytes;
+  - every commit log row (history) decodes and agrees with its delta;
+  - the usage recomputed from the stored bytes equals the head's used_bytes,
+    and the bytes kept for history (deltas whose pages were folded, shard
+    versions superseded) equal the compaction state's history_bytes;
   - every page reads back through a snapshot, page 1 of a database is a
     SQLite header that agrees with the head (a plain file, one that is not a
     SQLite database, is read through its pages as it is), and the LTX
@@ -67,8 +70,8 @@ Example:
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		fmt.Fprintf(stdout, "%s: ok: txid %d, %d pages of %d bytes, %d deltas, %d page index rows, %d shards, %d orphans, used %d bytes, checksum %016x\n",
-			name, res.head.TXID, res.head.Pages, res.head.PageSize, res.deltas, res.rows, res.shards, res.orphans, res.used, uint64(res.checksum))
+		fmt.Fprintf(stdout, "%s: ok: txid %d, %d pages of %d bytes, %d deltas, %d page index rows, %d shards, %d log rows, %d orphans, used %d bytes, history %d bytes, checksum %016x\n",
+			name, res.head.TXID, res.head.Pages, res.head.PageSize, res.deltas, res.rows, res.shards, res.logs, res.orphans, res.used, res.history, uint64(res.checksum))
 	}
 	if len(dbs) == 0 {
 		fmt.Fprintln(stdout, "no databases")
@@ -80,7 +83,8 @@ Example:
 type verifyResult struct {
 	head                          pager.Head
 	deltas, rows, shards, orphans int
-	used                          int64
+	logs                          int
+	used, history                 int64
 	checksum                      ltx.Checksum
 }
 
@@ -96,8 +100,13 @@ func verifyDB(ctx context.Context, sess *session, p *pager.Pager, name string) (
 	res.head = head
 
 	// List the blobs at the head's revision.
-	var deltaTXIDs, rowTXIDs []uint64
+	var deltaTXIDs, rowTXIDs, logTXIDs []uint64
 	var shardNums []uint32
+	type shardVersion struct {
+		n    uint32
+		txid uint64
+	}
+	var keptShards []shardVersion
 	orphans := map[uint64]bool{}
 	orphanShards := 0
 	_, err = store.Range(ctx, keys.DB(name), etcdstore.RangeOptions{Rev: rev, KeysOnly: true}, func(kv *etcdstore.KeyValue) error {
@@ -109,17 +118,22 @@ func verifyDB(ctx context.Context, sess *session, p *pager.Pager, name string) (
 			return nil
 		}
 		switch info.Kind {
-		case etcdstore.KindDelta, etcdstore.KindPIDX:
-			if info.TXID > head.TXID {
+		case etcdstore.KindDelta, etcdstore.KindPIDX, etcdstore.KindLog:
+			switch {
+			case info.TXID > head.TXID:
 				orphans[info.TXID] = true
-			} else if info.Kind == etcdstore.KindDelta {
+			case info.Kind == etcdstore.KindDelta:
 				deltaTXIDs = append(deltaTXIDs, info.TXID)
-			} else {
+			case info.Kind == etcdstore.KindPIDX:
 				rowTXIDs = append(rowTXIDs, info.TXID)
+			default:
+				logTXIDs = append(logTXIDs, info.TXID)
 			}
 		case etcdstore.KindShard:
 			if t, live := pinfo.ShardVersions[info.Shard]; live && t == info.TXID {
 				shardNums = append(shardNums, info.Shard)
+			} else if slices.Contains(pinfo.KeptShards[info.Shard], info.TXID) {
+				keptShards = append(keptShards, shardVersion{info.Shard, info.TXID})
 			} else {
 				orphanShards++ // left by an interrupted compaction pass
 			}
@@ -132,6 +146,18 @@ func verifyDB(ctx context.Context, sess *session, p *pager.Pager, name string) (
 	res.orphans = len(orphans) + orphanShards
 	if len(shardNums) != len(pinfo.ShardVersions) {
 		return res, fmt.Errorf("compaction state names %d shards, %d are stored", len(pinfo.ShardVersions), len(shardNums))
+	}
+	kept := 0
+	for _, v := range pinfo.KeptShards {
+		kept += len(v)
+	}
+	if kept != len(keptShards) {
+		return res, fmt.Errorf("compaction state keeps %d shard versions for history, %d are stored", kept, len(keptShards))
+	}
+	// A delta whose page index row is gone is kept for history only.
+	live := make(map[uint64]bool, len(rowTXIDs))
+	for _, txid := range rowTXIDs {
+		live[txid] = true
 	}
 
 	// Every delta decodes, verifies and matches its key.
@@ -156,8 +182,29 @@ func verifyDB(ctx context.Context, sess *session, p *pager.Pager, name string) (
 			return res, fmt.Errorf("delta %d: %w", txid, err)
 		}
 		deltaPages[txid] = blob.Pgnos()
-		res.used += int64(len(b))
+		if live[txid] {
+			res.used += int64(len(b))
+		} else {
+			res.history += int64(len(b))
+		}
 		res.deltas++
+	}
+
+	// Every log row decodes and agrees with its delta.
+	for _, txid := range logTXIDs {
+		b, err := store.GetChunked(ctx, keys.Log(name, txid), rev)
+		if err != nil {
+			return res, fmt.Errorf("log row %d: %w", txid, err)
+		}
+		c, err := pager.DecodeLog(txid, b)
+		if err != nil {
+			return res, fmt.Errorf("log row %d: %w", txid, err)
+		}
+		if have, ok := deltaPages[txid]; ok && len(have) != c.Changed {
+			return res, fmt.Errorf("log row %d: %d pages, its delta %d", txid, c.Changed, len(have))
+		}
+		res.used += int64(len(b))
+		res.logs++
 	}
 
 	// Every page index row names pages of its delta.
@@ -202,9 +249,22 @@ func verifyDB(ctx context.Context, sess *session, p *pager.Pager, name string) (
 		res.used += int64(len(b))
 		res.shards++
 	}
+	for _, v := range keptShards {
+		b, err := store.GetChunked(ctx, keys.ShardVersion(name, v.n, v.txid), rev)
+		if err != nil {
+			return res, fmt.Errorf("shard %d version %d (history): %w", v.n, v.txid, err)
+		}
+		if _, err := ltx.Verify(bytes.NewReader(b)); err != nil {
+			return res, fmt.Errorf("shard %d version %d (history, %d bytes): %w", v.n, v.txid, len(b), err)
+		}
+		res.history += int64(len(b))
+	}
 
 	if res.used != pinfo.Usage {
-		return res, fmt.Errorf("usage: the stored deltas, page index rows and shards take %d bytes, the head and compaction state say %d", res.used, pinfo.Usage)
+		return res, fmt.Errorf("usage: the stored deltas, page index rows, log rows and shards take %d bytes, the head and compaction state say %d", res.used, pinfo.Usage)
+	}
+	if res.history != pinfo.HistoryBytes {
+		return res, fmt.Errorf("history: the deltas and shard versions kept for past versions take %d bytes, the compaction state says %d", res.history, pinfo.HistoryBytes)
 	}
 
 	// Every page reads back; page 1 agrees with the head.

@@ -78,7 +78,7 @@ func TestVerify(t *testing.T) {
 		return []byte(strings.Replace(string(v), `"used_bytes":`, `"used_bytes":1`, 1))
 	})
 	_, errOut = s.kvfs(1, "verify", "a.db")
-	if !strings.Contains(errOut, "usage: the stored deltas, page index rows and shards take ") {
+	if !strings.Contains(errOut, "usage: the stored deltas, page index rows, log rows and shards take ") {
 		t.Fatalf("bad usage: %q", errOut)
 	}
 	restore()
