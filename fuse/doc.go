@@ -218,6 +218,21 @@
 // every host; its ctime the later of that and its last chmod or chown.
 // statfs reports etcd's quota and backend size (Options.Space).
 //
+// # History
+//
+// A name NAME@VERSION that is not a name in its directory, where NAME is a
+// database there and VERSION a txid or an RFC 3339 time (history.go),
+// looks up as a historyNode: that version as a read-only file, from a
+// pager.Snapshot (Database.VersionOf) pinned while the kernel keeps the
+// inode. It is never listed; opening it for writing, truncating it,
+// setattr, and creating it or its journal get EROFS (SQLite then opens it
+// read-only); a version outside the history window is ENOENT and the log
+// says why. Creating a name that would parse as a version of a database
+// there but does not (no zone, a bad txid) gets EINVAL rather than a new
+// database. Header bytes 18 and 19 read as 1 (rollback): a version of a
+// WAL-mode database is whole in etcd, and SQLite cannot open a read-only
+// WAL database without a -shm.
+//
 // # Not yet
 //
 // WAL needs the kernel's locks: with Options.ForwardLocks SQLite's -shm
