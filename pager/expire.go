@@ -33,7 +33,8 @@ func (c *compactor) historyNeedsVersion(txid uint64) bool {
 }
 
 // epochDue reports whether a complete pass at head records an epoch: the
-// first one, or HistoryEpoch after the last (in commit time).
+// first one, or HistoryEpoch after the last (by the head's commit time or,
+// for a database idle since, the clock).
 func (c *compactor) epochDue(head Head) bool {
 	o := c.db.p.opts
 	if o.History <= 0 || head.TXID == 0 {
@@ -43,7 +44,8 @@ func (c *compactor) epochDue(head Head) bool {
 		return true
 	}
 	last := c.comp.Epochs[len(c.comp.Epochs)-1]
-	return last.TXID < head.TXID && head.Timestamp-last.Timestamp >= o.HistoryEpoch.Milliseconds()
+	since := max(head.Timestamp, c.db.now().UnixMilli()) - last.Timestamp // an idle database too
+	return last.TXID < head.TXID && since >= o.HistoryEpoch.Milliseconds()
 }
 
 // newEpoch records an epoch at head, whose versions a complete pass has
@@ -55,8 +57,8 @@ func (c *compactor) newEpoch(head Head) etcdstore.Op {
 }
 
 // expiryDueLocked reports whether a pass would expire history: history is
-// off and some is kept, or a second epoch left the window (the first is
-// the oldest kept).
+// off and some is kept, a second epoch left the window (the first is the
+// oldest kept), or the head did.
 func (db *Database) expiryDueLocked() bool {
 	c, o := db.comp, db.p.opts
 	if c == nil {
@@ -65,7 +67,13 @@ func (db *Database) expiryDueLocked() bool {
 	if o.History <= 0 {
 		return len(c.Epochs) > 0 || len(c.Kept) > 0 || c.HistoryBytes > 0
 	}
-	return len(c.Epochs) > 1 && c.Epochs[1].Timestamp <= db.now().Add(-o.History).UnixMilli()
+	cutoff := db.now().Add(-o.History).UnixMilli()
+	if len(c.Epochs) > 1 && c.Epochs[1].Timestamp <= cutoff {
+		return true
+	}
+	// Idle past the window: only the head is in it, yet the history kept
+	// goes back to an older epoch (the pass records one at the head).
+	return len(c.Epochs) > 0 && c.Epochs[len(c.Epochs)-1].TXID < db.head.TXID && db.head.Timestamp <= cutoff
 }
 
 // historyOver reports whether the database keeps more history than
