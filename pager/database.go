@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,6 +202,21 @@ func (db *Database) preload(ctx context.Context, head Head, rev, inc int64) {
 // Rows above are orphans of an unfinished staged commit.
 func (db *Database) loadRows(ctx context.Context, idx *pageIndex, rev int64, maxTXID uint64) error {
 	keys := db.p.keys
+	return db.rangeRows(ctx, keys.PIDXs(db.name), "", rev, etcdstore.KindPIDX, "page index row", maxTXID, func(txid uint64, row []byte) error {
+		pgnos, err := decodePgnos(row)
+		if err != nil {
+			return fmt.Errorf("page index row %d: %w", txid, err)
+		}
+		idx.add(txid, pgnos)
+		return nil
+	})
+}
+
+// rangeRows calls fn, in txid order, with each whole row (its chunks
+// joined) of kind stored from start to end (a prefix when end is "") at
+// rev, up to txid maxTXID; what names the rows in errors.
+func (db *Database) rangeRows(ctx context.Context, start, end string, rev int64, kind etcdstore.KeyKind, what string, maxTXID uint64, fn func(txid uint64, row []byte) error) error {
+	keys := db.p.keys
 	var (
 		cur    uint64
 		chunks [][]byte
@@ -211,23 +227,18 @@ func (db *Database) loadRows(ctx context.Context, idx *pageIndex, rev int64, max
 			return nil
 		}
 		if len(chunks) != want {
-			return fmt.Errorf("page index row %d: %d of %d chunks: %w", cur, len(chunks), want, ErrCorrupt)
+			return fmt.Errorf("%s %d: %d of %d chunks: %w", what, cur, len(chunks), want, ErrCorrupt)
 		}
-		var row []byte
-		for _, c := range chunks {
-			row = append(row, c...)
+		row := chunks[0]
+		if len(chunks) > 1 {
+			row = slices.Concat(chunks...)
 		}
-		pgnos, err := decodePgnos(row)
-		if err != nil {
-			return fmt.Errorf("page index row %d: %w", cur, err)
-		}
-		idx.add(cur, pgnos)
 		chunks = nil
-		return nil
+		return fn(cur, row)
 	}
-	_, err := db.p.store.Range(ctx, keys.PIDXs(db.name), etcdstore.RangeOptions{Rev: rev}, func(kv *etcdstore.KeyValue) error {
+	_, err := db.p.store.Range(ctx, start, etcdstore.RangeOptions{Rev: rev, End: end}, func(kv *etcdstore.KeyValue) error {
 		info, ok := keys.Parse(kv.Key)
-		if !ok || info.Kind != etcdstore.KindPIDX {
+		if !ok || info.Kind != kind {
 			return fmt.Errorf("unexpected key %q: %w", kv.Key, ErrCorrupt)
 		}
 		if info.TXID > maxTXID {
@@ -241,7 +252,7 @@ func (db *Database) loadRows(ctx context.Context, idx *pageIndex, rev int64, max
 		}
 		n, payload, err := etcdstore.DecodeChunk(kv.Value)
 		if err != nil || info.Chunk != len(chunks) {
-			return fmt.Errorf("page index row %d chunk %d: %w", info.TXID, info.Chunk, ErrCorrupt)
+			return fmt.Errorf("%s %d chunk %d: %w", what, info.TXID, info.Chunk, ErrCorrupt)
 		}
 		want = n
 		chunks = append(chunks, payload)

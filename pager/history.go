@@ -374,52 +374,13 @@ func (db *Database) logRow(ctx context.Context, txid uint64, rev int64, headerOn
 // whole.
 func (db *Database) logRows(ctx context.Context, rev int64, from, to uint64, fn func(logRow) error) error {
 	keys := db.p.keys
-	var (
-		cur    uint64
-		chunks [][]byte
-		want   int
-	)
-	flush := func() error {
-		if chunks == nil {
-			return nil
-		}
-		if len(chunks) != want {
-			return fmt.Errorf("log row %d: %d of %d chunks: %w", cur, len(chunks), want, ErrCorrupt)
-		}
-		row := chunks[0]
-		if len(chunks) > 1 {
-			row = slices.Concat(chunks...)
-		}
-		chunks = nil
-		r, err := decodeLogRow(cur, row, false)
+	return db.rangeRows(ctx, keys.Log(db.name, from), keys.Log(db.name, to+1), rev, etcdstore.KindLog, "log row", to, func(txid uint64, row []byte) error {
+		r, err := decodeLogRow(txid, row, false)
 		if err != nil {
 			return err
 		}
 		return fn(r)
-	}
-	_, err := db.p.store.Range(ctx, keys.Log(db.name, from), etcdstore.RangeOptions{Rev: rev, End: keys.Log(db.name, to+1)}, func(kv *etcdstore.KeyValue) error {
-		info, ok := keys.Parse(kv.Key)
-		if !ok || info.Kind != etcdstore.KindLog {
-			return fmt.Errorf("unexpected key %q: %w", kv.Key, ErrCorrupt)
-		}
-		if info.TXID != cur || chunks == nil {
-			if err := flush(); err != nil {
-				return err
-			}
-			cur = info.TXID
-		}
-		n, payload, err := etcdstore.DecodeChunk(kv.Value)
-		if err != nil || info.Chunk != len(chunks) {
-			return fmt.Errorf("log row %d chunk %d: %w", info.TXID, info.Chunk, ErrCorrupt)
-		}
-		want = n
-		chunks = append(chunks, payload)
-		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return flush()
 }
 
 // now is the pager's clock (Options.Now).
