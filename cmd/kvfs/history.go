@@ -226,8 +226,8 @@ Example:
 		return fmt.Errorf("restore %s to txid %d: %w", name, want.TXID, err)
 	}
 	prog.Done(fmt.Sprintf("%d pages written", written))
-	fmt.Fprintf(stdout, "restored %s to txid %d (committed %s): %d pages written, committed as txid %d (replacing txid %d)\n",
-		name, want.TXID, time.UnixMilli(want.Timestamp).UTC().Format(time.RFC3339), written, info.Head.TXID, from.TXID)
+	fmt.Fprintf(stdout, "restored %s to txid %d (committed %s): %d pages written (%d bytes of delta in %d etcd transactions), committed as txid %d (replacing txid %d)\n",
+		name, want.TXID, time.UnixMilli(want.Timestamp).UTC().Format(time.RFC3339), written, info.Bytes, info.Txns, info.Head.TXID, from.TXID)
 	return nil
 }
 

@@ -47,16 +47,19 @@ type Params struct {
 	BigBytes      int64 `json:"big_bytes"`      // size of big.db (scan, mount-to-first-answer)
 	Writers       int   `json:"writers"`        // concurrent writer processes
 	WriterInserts int   `json:"writer_inserts"` // autocommit inserts per writer
-	RawTxns       int   `json:"raw_txns"`       // raw etcd txns per run
-	RawValueBytes int   `json:"raw_value_bytes"`
+	// HistoryCommits is how many commits back the time-travel files and
+	// the restore go.
+	HistoryCommits int `json:"history_commits"`
+	RawTxns        int `json:"raw_txns"` // raw etcd txns per run
+	RawValueBytes  int `json:"raw_value_bytes"`
 }
 
 // fullParams and quickParams are the two sizes `make bench` offers.
 var (
 	fullParams = Params{Runs: 5, Inserts: 1000, TxnRows: 100_000, LookupRows: 100_000, Lookups: 10_000,
-		BigBytes: 1 << 30, Writers: 4, WriterInserts: 200, RawTxns: 1000, RawValueBytes: 4096}
+		BigBytes: 1 << 30, Writers: 4, WriterInserts: 200, HistoryCommits: 1000, RawTxns: 1000, RawValueBytes: 4096}
 	quickParams = Params{Runs: 3, Inserts: 300, TxnRows: 100_000, LookupRows: 100_000, Lookups: 10_000,
-		BigBytes: 64 << 20, Writers: 4, WriterInserts: 50, RawTxns: 300, RawValueBytes: 4096}
+		BigBytes: 64 << 20, Writers: 4, WriterInserts: 50, HistoryCommits: 300, RawTxns: 300, RawValueBytes: 4096}
 )
 
 // runtimeEnv are the environment variables that change how a Go program
@@ -158,10 +161,13 @@ type target struct {
 	mount *mountProc // nil for native
 	// etcd endpoints for the raw etcd figure; nil for embedded, whose
 	// endpoint is read from dataDir while the mount runs.
-	etcd     []string
-	dataDir  string
-	label    string // current mount session's label
-	sessions []Session
+	etcd    []string
+	dataDir string
+	// storeArgs are the flags that name the target's store, for kvfs
+	// commands.
+	storeArgs []string
+	label     string // current mount session's label
+	sessions  []Session
 }
 
 // up starts the target's mount (nothing for native) and returns how long
@@ -258,6 +264,9 @@ func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin str
 	if err := b.readPhases(ctx); err != nil {
 		return err
 	}
+	if err := b.historyPhases(ctx); err != nil {
+		return err
+	}
 	b.rep.DurationSeconds = time.Since(start).Seconds()
 	b.finish()
 	jp, mp, err := b.rep.writeFiles(outDir)
@@ -305,10 +314,10 @@ func (b *bench) setup(ctx context.Context, kvfsBin, etcdBin string) error {
 				return err
 			}
 		}
-		args := []string{"--spool-dir", filepath.Join(base, "spool"), "--prefix", "/kvfs/"}
+		t.storeArgs = []string{"--prefix", "/kvfs/"}
 		switch key {
 		case embedded:
-			args = append(args, "--data-dir", t.dataDir)
+			t.storeArgs = append(t.storeArgs, "--data-dir", t.dataDir)
 		default:
 			n := map[string]int{process: 1, cluster: 3}[key]
 			progress("etcd", "%s: starting %d-member etcd", key, n)
@@ -319,8 +328,9 @@ func (b *bench) setup(ctx context.Context, kvfsBin, etcdBin string) error {
 			b.etcds = append(b.etcds, members)
 			t.etcd = endpoints(members)
 			progress("etcd", "%s: %v", key, t.etcd)
-			args = append(args, "--etcd", strings.Join(t.etcd, ","))
+			t.storeArgs = append(t.storeArgs, "--etcd", strings.Join(t.etcd, ","))
 		}
+		args := append([]string{"--spool-dir", filepath.Join(base, "spool")}, t.storeArgs...)
 		t.mount = &mountProc{bin: kvfsBin, args: args, mnt: t.dir, logPath: filepath.Join(base, "kvfs.log")}
 		b.targets = append(b.targets, t)
 	}
@@ -473,7 +483,7 @@ func (b *bench) writePhases(ctx context.Context) error {
 	}
 	for _, t := range b.targets {
 		progress("setup", "%s: lookup.db with %d rows", t.key, p.LookupRows)
-		if err := createLookupDB(ctx, t.dir, "lookup.db", "DELETE", p.LookupRows); err != nil {
+		if err := createLookupDB(ctx, t.dir, lookupDB, "DELETE", p.LookupRows); err != nil {
 			return err
 		}
 		if err := createLookupDB(ctx, t.dir, "lookup-wal.db", "WAL", p.LookupRows); err != nil {
@@ -511,7 +521,7 @@ func (b *bench) readPhases(ctx context.Context) error {
 		}
 		progress("setup", "%s: cp big.db into the mount", t.key)
 		t0 := time.Now()
-		if err := copyFile(ctx, bigPath, filepath.Join(t.dir, "big.db")); err != nil {
+		if err := copyFile(ctx, bigPath, filepath.Join(t.dir, bigDB)); err != nil {
 			return err
 		}
 		b.rep.Setup = append(b.rep.Setup, SetupFigure{Target: t.key, What: fmt.Sprintf("import big.db with cp (%d MiB)", p.BigBytes>>20), Seconds: time.Since(t0).Seconds()})
@@ -520,11 +530,12 @@ func (b *bench) readPhases(ctx context.Context) error {
 		}
 	}
 	fFirst := b.rep.figure("mount-first-answer", fmt.Sprintf("start `kvfs mount` (existing %d MiB db) → first query answered (native: first query, cold)", p.BigBytes>>20), "s", false, false)
+	fOpen := b.rep.figure(openFirstID, fmt.Sprintf("open big.db (%d MiB) on a fresh mount → first query answered, sqlite3 CLI (native: cold)", p.BigBytes>>20), "s", false, false)
 	fScan := b.rep.figure("scan-cold/cli", fmt.Sprintf("full scan of %d MiB db, cold, sqlite3 CLI", p.BigBytes>>20), "s", false, false)
-	fCold := b.rep.figure("lookups-cold/go", fmt.Sprintf("%dk random PK lookups, cold (fresh mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
-	fHot := b.rep.figure("lookups-hot/go", fmt.Sprintf("%dk random PK lookups, hot (warm mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
+	fCold := b.rep.figure(lookupColdID, fmt.Sprintf("%dk random PK lookups, cold (fresh mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
+	fHot := b.rep.figure(lookupHotID, fmt.Sprintf("%dk random PK lookups, hot (warm mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHotWAL := b.rep.figure("lookups-hot-wal/go", fmt.Sprintf("%dk random PK lookups, hot, WAL, go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
-	vals := map[*Figure]map[string][]float64{fFirst: {}, fScan: {}, fCold: {}, fHot: {}, fHotWAL: {}}
+	vals := map[*Figure]map[string][]float64{fFirst: {}, fOpen: {}, fScan: {}, fCold: {}, fHot: {}, fHotWAL: {}}
 	record := func(f *Figure, t *target, i int, v float64) {
 		vals[f][t.key] = append(vals[f][t.key], v)
 		progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, p.Runs, fmtNum(v), f.Unit)
@@ -535,7 +546,7 @@ func (b *bench) readPhases(ctx context.Context) error {
 				return err
 			}
 			if t.mount == nil {
-				for _, name := range []string{"big.db", "lookup.db"} {
+				for _, name := range []string{bigDB, lookupDB} {
 					if err := evict(filepath.Join(t.dir, name)); err != nil {
 						return err
 					}
@@ -545,16 +556,18 @@ func (b *bench) readPhases(ctx context.Context) error {
 			if _, err := t.up(ctx, fmt.Sprintf("reads run %d", i)); err != nil {
 				return err
 			}
-			if err := firstQuery(ctx, t.dir, p.BigBytes); err != nil {
+			t1 := time.Now()
+			if err := firstQuery(ctx, filepath.Join(t.dir, bigDB), p.BigBytes); err != nil {
 				return err
 			}
 			record(fFirst, t, i, time.Since(t0).Seconds())
+			record(fOpen, t, i, time.Since(t1).Seconds())
 			v, err := scan(ctx, t.dir, p.BigBytes)
 			if err != nil {
 				return err
 			}
 			record(fScan, t, i, v)
-			lk := filepath.Join(t.dir, "lookup.db")
+			lk := filepath.Join(t.dir, lookupDB)
 			seed := uint64(i)
 			if v, err = lookups(ctx, lk, p.LookupRows, p.Lookups, false, seed); err != nil {
 				return err
@@ -568,6 +581,112 @@ func (b *bench) readPhases(ctx context.Context) error {
 				return err
 			}
 			record(fHotWAL, t, i, v)
+			if err := t.down(); err != nil {
+				return err
+			}
+		}
+	}
+	for f, m := range vals {
+		for k, v := range m {
+			f.Values[k] = summarize(v)
+		}
+	}
+	return nil
+}
+
+// Figure IDs and database names the history phase refers to.
+const (
+	openFirstID  = "open-first-answer"
+	lookupColdID = "lookups-cold/go"
+	lookupHotID  = "lookups-hot/go"
+	bigDB        = "big.db"
+	lookupDB     = "lookup.db"
+)
+
+// historyPhases measures time-travel files and kvfs restore on the kvfs
+// targets. It first makes p.HistoryCommits commits to big.db and to
+// lookup.db, then does runs of: fresh mount, first answer from
+// big.db@<that many commits back>, cold and hot lookups on
+// lookup.db@<that many back>, and kvfs restore of big.db to the version
+// that many commits before its latest.
+func (b *bench) historyPhases(ctx context.Context) error {
+	p := b.p
+	n := p.HistoryCommits
+	kv := b.targets[1:]
+	type versions struct{ big, lookup uint64 }
+	at := map[string]versions{}
+	for _, t := range kv {
+		if _, err := t.up(ctx, "history setup"); err != nil {
+			return err
+		}
+		progress("setup", "%s: %d commits each to %s and %s", t.key, n, bigDB, lookupDB)
+		if err := historyCommits(ctx, filepath.Join(t.dir, bigDB), bigRows(p.BigBytes), n, true, 1); err != nil {
+			return err
+		}
+		if err := historyCommits(ctx, filepath.Join(t.dir, lookupDB), int64(p.LookupRows), n, false, 2); err != nil {
+			return err
+		}
+		var v versions
+		var err error
+		if v.big, err = t.txidBack(ctx, bigDB, n); err != nil {
+			return err
+		}
+		if v.lookup, err = t.txidBack(ctx, lookupDB, n); err != nil {
+			return err
+		}
+		at[t.key] = v
+		progress("setup", "%s: %s@%d, %s@%d", t.key, bigDB, v.big, lookupDB, v.lookup)
+		if err := t.down(); err != nil {
+			return err
+		}
+	}
+	fOpen := b.rep.figure("history/open-first-answer", fmt.Sprintf("open big.db@<txid %d commits back> on a fresh mount → first query answered, sqlite3 CLI", n), "s", false, false)
+	fOpen.Base = openFirstID
+	fCold := b.rep.figure("history/lookups-cold/go", fmt.Sprintf("%dk random PK lookups on lookup.db@<txid %d commits back>, cold (fresh mount), go-sqlite3", p.Lookups/1000, n), "lookups/s", true, false)
+	fCold.Base = lookupColdID
+	fHot := b.rep.figure("history/lookups-hot/go", fmt.Sprintf("%dk random PK lookups on lookup.db@<txid %d commits back>, hot, go-sqlite3", p.Lookups/1000, n), "lookups/s", true, false)
+	fHot.Base = lookupHotID
+	fRestore := b.rep.figure("history/restore", fmt.Sprintf("`kvfs restore` of big.db (%d MiB) to %d commits back", p.BigBytes>>20, n), "s", false, false)
+	fRestoreMiB := b.rep.figure("history/restore/bytes", "  … delta written to etcd (LTX, compressed)", "MiB", false, false)
+	vals := map[*Figure]map[string][]float64{fOpen: {}, fCold: {}, fHot: {}, fRestore: {}, fRestoreMiB: {}}
+	record := func(f *Figure, t *target, i int, v float64) {
+		vals[f][t.key] = append(vals[f][t.key], v)
+		progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, p.Runs, fmtNum(v), f.Unit)
+	}
+	for i := 1; i <= p.Runs; i++ {
+		for _, t := range kv {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if _, err := t.up(ctx, fmt.Sprintf("history run %d", i)); err != nil {
+				return err
+			}
+			v := at[t.key]
+			t0 := time.Now()
+			if err := firstQuery(ctx, versionPath(t.dir, bigDB, v.big), p.BigBytes); err != nil {
+				return err
+			}
+			record(fOpen, t, i, time.Since(t0).Seconds())
+			lk := versionPath(t.dir, lookupDB, v.lookup)
+			seed := uint64(i)
+			x, err := lookups(ctx, lk, p.LookupRows, p.Lookups, false, seed)
+			if err != nil {
+				return err
+			}
+			record(fCold, t, i, x)
+			if x, err = lookups(ctx, lk, p.LookupRows, p.Lookups, true, seed+1000); err != nil {
+				return err
+			}
+			record(fHot, t, i, x)
+			r, err := t.restoreBack(ctx, bigDB, n)
+			if err != nil {
+				return err
+			}
+			record(fRestore, t, i, r.seconds)
+			record(fRestoreMiB, t, i, float64(r.bytes)/(1<<20))
+			if err := firstQuery(ctx, filepath.Join(t.dir, bigDB), p.BigBytes); err != nil {
+				return fmt.Errorf("after restore: %w", err)
+			}
 			if err := t.down(); err != nil {
 				return err
 			}
@@ -604,6 +723,7 @@ func (b *bench) finish() {
 		"Mount → first answer for kvfs counts from exec of `kvfs mount` (for emb this includes starting the embedded etcd) to the answer of a sqlite3 CLI point query; for native it is that query alone, so its ratio mostly measures mount start-up.",
 		"Every kvfs process runs as `make run` and systemd/kvfs.service start it: `kvfs mount` with flags only (--data-dir or --etcd, --spool-dir, --prefix), its environment stripped of GODEBUG, GOGC, GOMAXPROCS, GOMEMLIMIT, GOTRACEBACK and KVFS_*. The go-sqlite3 workloads run inside benchrun with Go's defaults (asynchronous preemption on): kvfs finishes commit points despite the FUSE interrupts its signals cause.",
 		"The 200-byte-value transaction row is split: the COMMIT row is the CLI's `.timer` of the COMMIT statement alone (kvfs: the journal's deletion, that is encoding the delta and writing it to etcd); the rest of the total is SQLite building the rows and writing the database's pages (kvfs: one FUSE request per page).",
+		fmt.Sprintf("History rows (kvfs only): after the read runs, %d autocommit updates of random rows (values of the same length) go to big.db and to lookup.db on each kvfs target; DB@TXID is the version that many commits before the latest, opened by the stock sqlite3 CLI or go-sqlite3 as a plain file on a fresh mount. Their ÷ live column divides by the same workload on the live file of the same target (open big.db → first answer on a fresh mount; cold and hot lookups on lookup.db). `kvfs restore` runs as a separate process against the same etcd while the mount is up, and restores big.db to the version that many commits before its latest at that time (from run 2 on, that range includes the previous run's restore commit); its bytes are the LTX delta it committed, as kvfs restore reports them.", b.p.HistoryCommits),
 		"Autocommit and concurrent-writer figures time whole sqlite3 CLI processes (a few ms of start-up included); go-sqlite3 figures time the statements only.",
 		"The raw etcd rate is sequential etcdstore.Txn calls comparing a fence value and the head's mod revision and putting a 4 KiB value and the head: the ceiling for one-commit-at-a-time durable commits through that etcd. kvfs ÷ raw etcd near 1 means the commit path adds little beyond the etcd round trip.",
 	)

@@ -129,6 +129,9 @@ func TestMarkdownTable(t *testing.T) {
 	if again := r.figure("scan-cold/cli", "other title", "ms", true, true); again != scan {
 		t.Fatal("figure with an existing id must return that figure")
 	}
+	past := r.figure("history/scan", "full scan of DB@TXID", "s", false, false)
+	past.Base = scan.ID
+	past.Values[embedded] = summarize([]float64{6, 6, 6})
 	r.RSS = []RSS{{Target: embedded, PeakKiB: 2048, Sessions: []Session{{Label: "writes", PeakKiB: 1024}, {Label: "reads run 1", PeakKiB: 2048}}}}
 	r.computeRatios()
 
@@ -144,6 +147,12 @@ func TestMarkdownTable(t *testing.T) {
 	if _, ok := scan.KVFSDivNative[process]; ok {
 		t.Error("ratio for a target without values")
 	}
+	if got := past.KVFSDivBase[embedded]; got != 1.5 {
+		t.Errorf("time-travel scan ÷ live emb = %v, want 1.5", got)
+	}
+	if scan.KVFSDivBase != nil {
+		t.Errorf("a figure without a base has ÷ live ratios: %v", scan.KVFSDivBase)
+	}
 
 	var b strings.Builder
 	r.writeMarkdown(&b)
@@ -155,6 +164,7 @@ func TestMarkdownTable(t *testing.T) {
 		"| 300 autocommit inserts, DELETE | inserts/s ↑ | 1000 (900–1100) | 500 (450–550) | 800 (700–900) | 250 (200–300) | 0.50 / 0.80 / 0.25 | 0.50 / 0.50 / 0.50 |",
 		"| raw etcd | txn/s ↑ | — | 1000 (1000–1000) | 1600 (1600–1600) | 500 (500–500) | — | — |",
 		"| full scan | s ↓ | 2.00 (2.00–2.00) | 4.00 (4.00–4.00) | — | — | 2.00 / — / — | — |",
+		"| full scan of DB@TXID | s ↓ | — | 6.00 (6.00–6.00) | — | — | 1.50 / — / — ÷ live | — |",
 		"| kvfs emb | 2 MiB | writes: 1 MiB; reads run 1: 2 MiB |",
 	} {
 		if !strings.Contains(md, want) {

@@ -48,6 +48,12 @@ type Figure struct {
 	KVFSDivNative map[string]float64 `json:"kvfs_div_native,omitempty"`
 	// KVFSDivRawEtcd is kvfs median ÷ that target's raw etcd txn/s median.
 	KVFSDivRawEtcd map[string]float64 `json:"kvfs_div_raw_etcd,omitempty"`
+	// Base is the ID of the figure of the same workload on the live file,
+	// for a figure measured on a time-travel file (which native has not);
+	// KVFSDivBase is then this figure's median ÷ Base's, by kvfs target,
+	// and the table shows it in place of ÷ native.
+	Base        string             `json:"base,omitempty"`
+	KVFSDivBase map[string]float64 `json:"kvfs_div_base,omitempty"`
 }
 
 // Session is one kvfs mount process's lifetime and its peak RSS.
@@ -123,22 +129,31 @@ func (r *Report) figure(id, title, unit string, higher, commit bool) *Figure {
 // rawEtcdID is the figure of the raw etcd fenced-txn rate.
 const rawEtcdID = "raw-etcd-fenced-txn"
 
-// computeRatios fills every figure's kvfs ÷ native and kvfs ÷ raw etcd ratios.
+// computeRatios fills every figure's kvfs ÷ native and kvfs ÷ raw etcd
+// ratios, and kvfs ÷ live for a figure with a Base.
 func (r *Report) computeRatios() {
-	var raw *Figure
+	byID := map[string]*Figure{}
 	for _, f := range r.Figures {
-		if f.ID == rawEtcdID {
-			raw = f
-		}
+		byID[f.ID] = f
 	}
+	raw := byID[rawEtcdID]
 	for _, f := range r.Figures {
 		if f.ID == rawEtcdID {
 			continue
 		}
-		f.KVFSDivNative, f.KVFSDivRawEtcd = map[string]float64{}, map[string]float64{}
+		f.KVFSDivNative, f.KVFSDivRawEtcd, f.KVFSDivBase = map[string]float64{}, map[string]float64{}, nil
+		base := byID[f.Base]
+		if base != nil {
+			f.KVFSDivBase = map[string]float64{}
+		}
 		for _, t := range kvfsTargets {
 			if v := ratio(f.Values[t], f.Values[native]); !math.IsNaN(v) {
 				f.KVFSDivNative[t] = v
+			}
+			if base != nil {
+				if v := ratio(f.Values[t], base.Values[t]); !math.IsNaN(v) {
+					f.KVFSDivBase[t] = v
+				}
 			}
 			if f.CommitBound && raw != nil {
 				if v := ratio(f.Values[t], raw.Values[t]); !math.IsNaN(v) {
@@ -209,7 +224,8 @@ func (r *Report) writeMarkdown(w io.Writer) {
 		fmt.Fprint(w, " (quick mode: 3 runs, smaller sizes; `make bench` runs 5)")
 	}
 	fmt.Fprint(w, ". ↑ higher is better, ↓ lower is better. ")
-	fmt.Fprint(w, "÷ native and ÷ raw etcd are kvfs medians divided by native's, or by the raw etcd fenced-txn rate of the same etcd (for commit-bound rows), in the order emb / proc / 3×.\n\n")
+	fmt.Fprint(w, "÷ native and ÷ raw etcd are kvfs medians divided by native's, or by the raw etcd fenced-txn rate of the same etcd (for commit-bound rows), in the order emb / proc / 3×; ")
+	fmt.Fprint(w, "a row on a time-travel file (`DB@TXID`, which native has not) shows instead its median divided by the same workload's on the live file of the same target (\"÷ live\").\n\n")
 
 	fmt.Fprint(w, "| workload | unit |")
 	for _, t := range allTargets {
@@ -229,7 +245,11 @@ func (r *Report) writeMarkdown(w io.Writer) {
 		for _, t := range allTargets {
 			fmt.Fprintf(w, " %s |", fmtStats(f.Values[t]))
 		}
-		fmt.Fprintf(w, " %s | %s |\n", fmtRatios(f.KVFSDivNative), fmtRatios(f.KVFSDivRawEtcd))
+		divNative := fmtRatios(f.KVFSDivNative)
+		if f.KVFSDivBase != nil {
+			divNative = fmtRatios(f.KVFSDivBase) + " ÷ live"
+		}
+		fmt.Fprintf(w, " %s | %s |\n", divNative, fmtRatios(f.KVFSDivRawEtcd))
 	}
 
 	if len(r.RSS) > 0 {

@@ -340,7 +340,7 @@ const bigRowBytes = 1000
 // values half random, half zeros (so LZ4 in kvfs halves them, as it would
 // typical data), and returns its path.
 func createBigDB(ctx context.Context, dir string, size int64) (string, error) {
-	path := filepath.Join(dir, "big.db")
+	path := filepath.Join(dir, bigDB)
 	rows := size / 1024
 	_, err := cli(ctx, path, fmt.Sprintf("pragma page_size=4096; create table t(id integer primary key, v blob);\n"+
 		"begin; with recursive c(i) as (select 1 union all select i+1 from c where i < %d) "+
@@ -352,15 +352,15 @@ func createBigDB(ctx context.Context, dir string, size int64) (string, error) {
 // bigRows is the number of rows createBigDB writes for size.
 func bigRows(size int64) int64 { return size / 1024 }
 
-// firstQuery runs one point query on big.db through the CLI and checks the
-// answer.
-func firstQuery(ctx context.Context, dir string, size int64) error {
-	out, err := cli(ctx, filepath.Join(dir, "big.db"), fmt.Sprintf("select length(v) from t where id = %d;", bigRows(size)/2))
+// firstQuery runs one point query on big.db (or a version of it) at path
+// through the CLI and checks the answer.
+func firstQuery(ctx context.Context, path string, size int64) error {
+	out, err := cli(ctx, path, fmt.Sprintf("select length(v) from t where id = %d;", bigRows(size)/2))
 	if err != nil {
 		return err
 	}
 	if strings.TrimSpace(out) != strconv.Itoa(bigRowBytes) {
-		return fmt.Errorf("first query on big.db: got %q", out)
+		return fmt.Errorf("first query on %s: got %q", path, out)
 	}
 	return nil
 }
@@ -368,7 +368,7 @@ func firstQuery(ctx context.Context, dir string, size int64) error {
 // scan reads every row of big.db through the CLI; it returns seconds.
 func scan(ctx context.Context, dir string, size int64) (float64, error) {
 	t0 := time.Now()
-	out, err := cli(ctx, filepath.Join(dir, "big.db"), "select sum(length(v)), count(*) from t;")
+	out, err := cli(ctx, filepath.Join(dir, bigDB), "select sum(length(v)), count(*) from t;")
 	if err != nil {
 		return 0, err
 	}
