@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvfs/kvfs/etcdstore"
 	"github.com/kvfs/kvfs/pager"
 )
 
@@ -97,16 +96,5 @@ func TestSustainedLoadHistory(t *testing.T) {
 // storedInEtcd sums the payloads of the database's deltas, page index
 // rows, shards (every version) and log rows.
 func storedInEtcd(t *testing.T, r *rig, name string) int64 {
-	var total int64
-	for _, prefix := range []string{r.keys.Deltas(name), r.keys.PIDXs(name), r.keys.Shards(name), r.keys.Logs(name)} {
-		_, err := r.store.Range(context.Background(), prefix, etcdstore.RangeOptions{}, func(kv *etcdstore.KeyValue) error {
-			_, payload, err := etcdstore.DecodeChunk(kv.Value)
-			total += int64(len(payload))
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return total
+	return payloadsInEtcd(t, r, r.keys.Deltas(name), r.keys.PIDXs(name), r.keys.Shards(name), r.keys.Logs(name))
 }

@@ -132,9 +132,16 @@ func checkModel(t *testing.T, db *pager.Database, model map[uint32][]byte) {
 	}
 }
 
+// usageInEtcd sums the payloads of the database's deltas, page index rows
+// and shards: what its usage counts.
 func usageInEtcd(t *testing.T, r *rig, name string) int64 {
+	return payloadsInEtcd(t, r, r.keys.Deltas(name), r.keys.PIDXs(name), r.keys.Shards(name))
+}
+
+// payloadsInEtcd sums the chunk payloads of every key under the prefixes.
+func payloadsInEtcd(t *testing.T, r *rig, prefixes ...string) int64 {
 	var total int64
-	for _, prefix := range []string{r.keys.Deltas(name), r.keys.PIDXs(name), r.keys.Shards(name)} {
+	for _, prefix := range prefixes {
 		_, err := r.store.Range(context.Background(), prefix, etcdstore.RangeOptions{}, func(kv *etcdstore.KeyValue) error {
 			_, payload, err := etcdstore.DecodeChunk(kv.Value)
 			total += int64(len(payload))

@@ -305,7 +305,7 @@ Example:
 		return err
 	}
 	defer lease.Release(context.Background())
-	info, err := forkSnapshot(ctx, p, lease, e.ID, snap, newProgress(stderr, "fork "+newName, snap.Size()))
+	info, err := copyIn(ctx, p, lease, newName, e.ID, snap.ReadAt, snap.Size(), snap.Head().PageSize, nil, newProgress(stderr, "fork "+newName, snap.Size()))
 	if err != nil {
 		// Leave no half-made database behind.
 		if rerr := p.Unlink(context.Background(), dir, base, e.ID, lease); rerr != nil {
@@ -319,44 +319,3 @@ Example:
 	return nil
 }
 
-// forkSnapshot writes the whole of snap as the new database id in one
-// transaction.
-func forkSnapshot(ctx context.Context, p *pager.Pager, lease pager.Fence, id string, snap *pager.Snapshot, prog *progress) (pager.CommitInfo, error) {
-	db, err := p.Open(ctx, id)
-	if err != nil {
-		return pager.CommitInfo{}, err
-	}
-	defer db.Close()
-	if err := db.Acquire(ctx, lease); err != nil {
-		return pager.CommitInfo{}, err
-	}
-	defer db.Release()
-	tx, err := db.Begin(ctx)
-	if err != nil {
-		return pager.CommitInfo{}, err
-	}
-	defer tx.Rollback()
-	size := snap.Size()
-	chunk := int64(copyChunk)
-	if ps := int64(snap.Head().PageSize); ps > 0 {
-		chunk = max(chunk-chunk%ps, ps)
-	}
-	buf := make([]byte, chunk)
-	for off := int64(0); off < size; {
-		n, err := snap.ReadAt(ctx, buf[:min(chunk, size-off)], off)
-		if err != nil && !(errors.Is(err, io.EOF) && int64(n) == size-off) {
-			return pager.CommitInfo{}, fmt.Errorf("read at %d: %w", off, err)
-		}
-		if _, err := tx.WriteAt(ctx, buf[:n], off); err != nil {
-			return pager.CommitInfo{}, fmt.Errorf("write at %d: %w", off, err)
-		}
-		off += int64(n)
-		prog.Add(int64(n))
-	}
-	info, err := tx.Commit(ctx)
-	if err != nil {
-		return pager.CommitInfo{}, err
-	}
-	prog.Done(fmt.Sprintf("%d pages committed as txid %d", info.Head.Pages, info.Head.TXID))
-	return info, nil
-}

@@ -178,13 +178,30 @@ Example:
 // importFile writes the whole of f as database id (at path name) in one
 // transaction.
 func importFile(ctx context.Context, p *pager.Pager, lease pager.Fence, name, id string, f *os.File, hdr sqliteHeader, prog *progress) (pager.CommitInfo, error) {
+	size := int64(hdr.Pages) * int64(hdr.PageSize)
+	read := func(_ context.Context, b []byte, off int64) (int, error) { return f.ReadAt(b, off) }
+	// Check the header again under the shared lock: the file may have
+	// changed between the header check and the lock.
+	check := func(first []byte) error {
+		_, err := checkSQLiteFile(first, size)
+		return err
+	}
+	return copyIn(ctx, p, lease, name, id, read, size, hdr.PageSize, check, prog)
+}
+
+// copyIn makes the first size bytes read from src the whole content of
+// database id (at path name), in one transaction under lease; check, when
+// not nil, vets the first chunk read before anything is written.
+func copyIn(ctx context.Context, p *pager.Pager, lease pager.Fence, name, id string,
+	src func(ctx context.Context, b []byte, off int64) (int, error), size int64, pageSize uint32,
+	check func(first []byte) error, prog *progress) (pager.CommitInfo, error) {
 	db, err := p.Open(ctx, id)
 	if err != nil {
 		return pager.CommitInfo{}, err
 	}
 	defer db.Close()
-	if ps := db.Head().PageSize; ps != 0 && ps != hdr.PageSize {
-		return pager.CommitInfo{}, fmt.Errorf("database %s has %d-byte pages and the file %d-byte pages: kvfs cannot change a database's page size; kvfs rm it first", name, ps, hdr.PageSize)
+	if ps := db.Head().PageSize; ps != 0 && ps != pageSize {
+		return pager.CommitInfo{}, fmt.Errorf("database %s has %d-byte pages and the file %d-byte pages: kvfs cannot change a database's page size; kvfs rm it first", name, ps, pageSize)
 	}
 	if err := db.Acquire(ctx, lease); err != nil {
 		return pager.CommitInfo{}, err
@@ -195,18 +212,18 @@ func importFile(ctx context.Context, p *pager.Pager, lease pager.Fence, name, id
 		return pager.CommitInfo{}, err
 	}
 	defer tx.Rollback()
-	size := int64(hdr.Pages) * int64(hdr.PageSize)
-	chunk := max(copyChunk-copyChunk%int(hdr.PageSize), int(hdr.PageSize))
+	chunk := int64(copyChunk)
+	if ps := int64(pageSize); ps > 0 {
+		chunk = max(chunk-chunk%ps, ps)
+	}
 	buf := make([]byte, chunk)
 	for off := int64(0); off < size; {
-		n, err := f.ReadAt(buf[:min(int64(chunk), size-off)], off)
+		n, err := src(ctx, buf[:min(chunk, size-off)], off)
 		if err != nil && !(errors.Is(err, io.EOF) && int64(n) == size-off) {
 			return pager.CommitInfo{}, fmt.Errorf("read at %d: %w", off, err)
 		}
-		if off == 0 {
-			// Check again under the shared lock: the file may have changed
-			// between the header check and the lock.
-			if _, err := checkSQLiteFile(buf[:n], size); err != nil {
+		if off == 0 && check != nil {
+			if err := check(buf[:n]); err != nil {
 				return pager.CommitInfo{}, err
 			}
 		}
