@@ -318,4 +318,3 @@ Example:
 		name, h.TXID, time.UnixMilli(h.Timestamp).UTC().Format(time.RFC3339), newName, info.Head.Pages, info.Head.PageSize, info.Head.TXID)
 	return nil
 }
-
