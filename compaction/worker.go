@@ -1,9 +1,12 @@
 package compaction
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +33,12 @@ type Options struct {
 	// HistoryRetention keeps this much etcd history for pinned readers; 0
 	// disables history compaction (another tool does it).
 	HistoryRetention time.Duration
+	// SamplesKey, when set (etcdstore.Keys.Revisions), is where the worker
+	// keeps its samples of etcd's revision over time, shared with the
+	// workers of other hosts and of later runs: history is compacted once
+	// a sample is a retention old even if no worker ran that long. Empty:
+	// samples live in memory only.
+	SamplesKey string
 	// Defrag defragments etcd members when DefragMinBytes are reclaimable.
 	Defrag         bool
 	DefragMinBytes int64
@@ -86,11 +95,13 @@ type Worker struct {
 	mu        sync.Mutex
 	samples   []sample // etcd revisions over time, oldest first
 	compacted int64    // etcd history compacted up to this revision
+	// saveFailed is set while writing the samples to SamplesKey fails.
+	saveFailed bool
 }
 
 type sample struct {
-	at  time.Time
-	rev int64
+	At  time.Time `json:"at"`
+	Rev int64     `json:"rev"`
 }
 
 // New returns a worker; Run starts it.
@@ -195,6 +206,65 @@ func (w *Worker) CompactNow(ctx context.Context, db *pager.Database) (pager.Comp
 	return res, err
 }
 
+// loadSamples reads the shared revision samples; none when there is no
+// SamplesKey, no key yet, or it cannot be read (then the worker goes on
+// with its own).
+func (w *Worker) loadSamples(ctx context.Context) []sample {
+	if w.opts.SamplesKey == "" {
+		return nil
+	}
+	kv, _, err := w.store.Get(ctx, w.opts.SamplesKey, 0)
+	if err != nil {
+		if !errors.Is(err, etcdstore.ErrNotFound) {
+			w.opts.Logger.Warn("read etcd revision samples", "key", w.opts.SamplesKey, "err", err)
+		}
+		return nil
+	}
+	var out []sample
+	if err := json.Unmarshal(kv.Value, &out); err != nil {
+		w.opts.Logger.Warn("etcd revision samples unreadable; starting over", "key", w.opts.SamplesKey, "err", err)
+		return nil
+	}
+	return out
+}
+
+// saveSamples writes the samples for the next worker. A race with another
+// host's worker loses one of the two writes, which only delays a history
+// compaction by a tick.
+func (w *Worker) saveSamples(ctx context.Context, samples []sample) {
+	if w.opts.SamplesKey == "" {
+		return
+	}
+	b, err := json.Marshal(samples)
+	if err == nil {
+		_, err = w.store.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(w.opts.SamplesKey, b)})
+	}
+	w.mu.Lock()
+	first := err != nil && !w.saveFailed
+	w.saveFailed = err != nil
+	w.mu.Unlock()
+	if first {
+		// Once per run of failures: a store that refuses writes (read-only
+		// credentials) would otherwise log it every tick.
+		w.opts.Logger.Warn("save etcd revision samples (history compaction then relies on this worker's uptime)", "key", w.opts.SamplesKey, "err", err)
+	}
+}
+
+// mergeSamples returns own, shared and now in revision order, one sample
+// per revision (the earliest time seen for it), dropping samples from
+// another etcd whose revisions are past now's.
+func mergeSamples(own, shared []sample, now sample) []sample {
+	all := append(append(slices.Clone(own), shared...), now)
+	all = slices.DeleteFunc(all, func(s sample) bool { return s.Rev > now.Rev })
+	slices.SortFunc(all, func(a, b sample) int {
+		if c := cmp.Compare(a.Rev, b.Rev); c != 0 {
+			return c
+		}
+		return a.At.Compare(b.At)
+	})
+	return slices.CompactFunc(all, func(a, b sample) bool { return a.Rev == b.Rev })
+}
+
 // history compacts etcd's history older than the retention window and
 // defragments when worth it.
 func (w *Worker) history(ctx context.Context) {
@@ -203,15 +273,18 @@ func (w *Worker) history(ctx context.Context) {
 		return
 	}
 	now := time.Now()
+	shared := w.loadSamples(ctx)
 	w.mu.Lock()
-	w.samples = append(w.samples, sample{now, st[0].Revision})
+	w.samples = mergeSamples(w.samples, shared, sample{now, st[0].Revision})
 	target := int64(0)
-	for len(w.samples) > 0 && now.Sub(w.samples[0].at) >= w.opts.HistoryRetention {
-		target = w.samples[0].rev
+	for len(w.samples) > 0 && now.Sub(w.samples[0].At) >= w.opts.HistoryRetention {
+		target = w.samples[0].Rev
 		w.samples = w.samples[1:]
 	}
 	do := target > w.compacted
+	keep := slices.Clone(w.samples)
 	w.mu.Unlock()
+	w.saveSamples(ctx, keep)
 	w.opts.Metrics.etcd(st)
 	if !do {
 		return

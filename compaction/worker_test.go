@@ -3,9 +3,11 @@ package compaction
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -250,6 +252,68 @@ func TestHistoryCompaction(t *testing.T) {
 	_, rev, _ := r.store.Get(context.Background(), r.keys.Head("h.db"), 0)
 	if _, _, err := r.store.Get(context.Background(), r.keys.Head("h.db"), rev); err != nil {
 		t.Fatalf("current revision %d: %v", rev, err)
+	}
+}
+
+// TestHistoryCompactionAcrossRestarts: revision samples kept in etcd let
+// a new worker compact history sampled by an earlier one, before it has
+// run for a retention itself (mounts restarted more often than the
+// retention would otherwise never compact etcd's history).
+func TestHistoryCompactionAcrossRestarts(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	p, db := r.writer("h.db", pager.Options{})
+	model := map[uint32][]byte{}
+	commitLoad(t, db, 5, model)
+	// etcd compacted to revision R still serves R: probe the one before
+	// the first worker's sample.
+	_, rev, _ := r.store.Get(ctx, r.keys.Head("h.db"), 0)
+	oldRev := rev - 1
+	const retention = 300 * time.Millisecond
+	opts := Options{HistoryRetention: retention, SamplesKey: r.keys.Revisions()}
+	first := New(r.store, p, opts)
+	first.history(ctx) // samples oldRev or later
+	commitLoad(t, db, 5, model)
+	time.Sleep(retention + 50*time.Millisecond)
+
+	// A worker without the shared samples compacts nothing at its first
+	// look; one with them compacts what the first worker sampled.
+	inMemory := opts
+	inMemory.SamplesKey = ""
+	New(r.store, p, inMemory).history(ctx)
+	if _, _, err := r.store.Get(ctx, r.keys.Head("h.db"), oldRev); err != nil {
+		t.Fatalf("a worker's first look compacted revision %d without samples: %v", oldRev, err)
+	}
+	second := New(r.store, p, opts)
+	second.history(ctx)
+	if _, _, err := r.store.Get(ctx, r.keys.Head("h.db"), oldRev); !errors.Is(err, etcdstore.ErrCompacted) {
+		t.Fatalf("revision %d sampled by an earlier worker a retention ago is still readable: %v", oldRev, err)
+	}
+	checkModel(t, db, model)
+	kv, _, err := r.store.Get(ctx, r.keys.Revisions(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []sample
+	if err := json.Unmarshal(kv.Value, &kept); err != nil || len(kept) == 0 {
+		t.Fatalf("samples key %q: %v", kv.Value, err)
+	}
+	for _, s := range kept {
+		if time.Since(s.At) >= retention+time.Second {
+			t.Errorf("sample %+v older than the retention kept after compaction", s)
+		}
+	}
+}
+
+func TestMergeSamples(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
+	own := []sample{{at(0), 10}, {at(10), 20}}
+	shared := []sample{{at(5), 15}, {at(11), 20}, {at(1), 90}} // 90: another etcd's, past now
+	got := mergeSamples(own, shared, sample{at(20), 30})
+	want := []sample{{at(0), 10}, {at(5), 15}, {at(10), 20}, {at(20), 30}}
+	if !slices.EqualFunc(got, want, func(a, b sample) bool { return a.Rev == b.Rev && a.At.Equal(b.At) }) {
+		t.Errorf("merged %v, want %v", got, want)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,5 +85,32 @@ func TestEmbeddedRaisedLimits(t *testing.T) {
 	mustTxn(t, s, nil, ops...)
 	if n, _ := s.Count(ctxT(t), "/k/", 0); n != 1000 {
 		t.Fatalf("count %d", n)
+	}
+}
+
+// TestEmbeddedSnapshotsOften: the embedded server snapshots every
+// DefaultSnapshotCount entries (etcd's own default is 10,000), so a restart
+// reads back at most that many entries, however large they were.
+func TestEmbeddedSnapshotsOften(t *testing.T) {
+	dir := t.TempDir()
+	e := startEmbedded(t, EmbedConfig{DataDir: dir})
+	s := openStore(t, e.Config())
+	for i := range 3 * DefaultSnapshotCount {
+		mustTxn(t, s, nil, OpPut(fmt.Sprintf("/k/%d", i), make([]byte, 1024)))
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := filepath.Glob(filepath.Join(dir, etcdDir, "member", "snap", "*.snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) == 0 {
+		t.Fatalf("no raft snapshot after %d entries: a restart reads them all back", 3*DefaultSnapshotCount)
+	}
+	e2 := startEmbedded(t, EmbedConfig{DataDir: dir})
+	s2 := openStore(t, e2.Config())
+	if n, _ := s2.Count(ctxT(t), "/k/", 0); n != 3*DefaultSnapshotCount {
+		t.Fatalf("after restart: %d keys, want %d", n, 3*DefaultSnapshotCount)
 	}
 }

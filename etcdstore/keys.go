@@ -66,6 +66,7 @@ func DisplayName(name string) string {
 //	P ns/<dir id>/<name>            a name in a directory: the id of its database or directory
 //	P dir/<dir id>                  a directory (not the root): its parent and mode and owner
 //	P schema                        the key schema's version ("2": names in ns/, data by id)
+//	P revisions                     etcd's revision sampled over time (JSON), for history compaction across restarts
 //
 // Under schema 2, D in the db/ keys is a database's id, not its name: a
 // rename changes one ns/ entry and no data key. Databases created before
@@ -190,6 +191,11 @@ func (k Keys) Dir(id string) string { return k.prefix + "dir/" + id }
 
 // Schema is the key of the key schema's version.
 func (k Keys) Schema() string { return k.prefix + "schema" }
+
+// Revisions is the key of the compaction workers' samples of etcd's
+// revision over time: etcd history older than the retention window is
+// compacted up to a sampled revision, across restarts of the workers.
+func (k Keys) Revisions() string { return k.prefix + "revisions" }
 
 // hexKey returns k.DB(name) without its final '/', then kind, then v as
 // width lowercase hex digits (fmt's %0*x for v < 16^width), in one

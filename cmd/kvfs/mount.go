@@ -132,6 +132,7 @@ func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer p.Close()
 	copts := cfg.compactionOptions(sess.embedded)
 	copts.Metrics, copts.Logger = compaction.NewMetrics(reg), log
+	copts.SamplesKey = sess.keys.Revisions()
 	worker = compaction.New(sess.store, p, copts)
 	if cfg.Compaction.MaxDeltas > 0 {
 		wctx, stopWorker := context.WithCancel(context.Background())
