@@ -367,7 +367,7 @@ func (b *bench) cleanup(keep bool) error {
 // target, then run 2, ...), so slow drift of a shared machine spreads over
 // all targets, and records the figure.
 func (b *bench) measure(ctx context.Context, f *Figure, targets []*target, fn func(t *target, run int) (float64, error)) error {
-	vals := map[string][]float64{}
+	vals := runValues{}
 	for i := 1; i <= b.p.Runs; i++ {
 		for _, t := range targets {
 			if err := ctx.Err(); err != nil {
@@ -377,13 +377,10 @@ func (b *bench) measure(ctx context.Context, f *Figure, targets []*target, fn fu
 			if err != nil {
 				return fmt.Errorf("%s on %s, run %d: %w", f.Title, t.key, i, err)
 			}
-			vals[t.key] = append(vals[t.key], v)
-			progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, b.p.Runs, fmtNum(v), f.Unit)
+			vals.record(f, t, i, b.p.Runs, v)
 		}
 	}
-	for k, v := range vals {
-		f.Values[k] = summarize(v)
-	}
+	vals.summarize()
 	return nil
 }
 
@@ -535,11 +532,8 @@ func (b *bench) readPhases(ctx context.Context) error {
 	fCold := b.rep.figure(lookupColdID, fmt.Sprintf("%dk random PK lookups, cold (fresh mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHot := b.rep.figure(lookupHotID, fmt.Sprintf("%dk random PK lookups, hot (warm mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHotWAL := b.rep.figure("lookups-hot-wal/go", fmt.Sprintf("%dk random PK lookups, hot, WAL, go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
-	vals := map[*Figure]map[string][]float64{fFirst: {}, fOpen: {}, fScan: {}, fCold: {}, fHot: {}, fHotWAL: {}}
-	record := func(f *Figure, t *target, i int, v float64) {
-		vals[f][t.key] = append(vals[f][t.key], v)
-		progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, p.Runs, fmtNum(v), f.Unit)
-	}
+	vals := runValues{}
+	record := func(f *Figure, t *target, i int, v float64) { vals.record(f, t, i, p.Runs, v) }
 	for i := 1; i <= p.Runs; i++ {
 		for _, t := range b.targets {
 			if err := ctx.Err(); err != nil {
@@ -586,12 +580,30 @@ func (b *bench) readPhases(ctx context.Context) error {
 			}
 		}
 	}
-	for f, m := range vals {
+	vals.summarize()
+	return nil
+}
+
+// runValues collects the values of figures measured together, run by run,
+// by figure and target.
+type runValues map[*Figure]map[string][]float64
+
+// record adds run i's value v of f on t and prints it.
+func (rv runValues) record(f *Figure, t *target, i, runs int, v float64) {
+	if rv[f] == nil {
+		rv[f] = map[string][]float64{}
+	}
+	rv[f][t.key] = append(rv[f][t.key], v)
+	progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, runs, fmtNum(v), f.Unit)
+}
+
+// summarize sets every figure's values from what was recorded.
+func (rv runValues) summarize() {
+	for f, m := range rv {
 		for k, v := range m {
 			f.Values[k] = summarize(v)
 		}
 	}
-	return nil
 }
 
 // Figure IDs and database names the history phase refers to.
@@ -648,11 +660,8 @@ func (b *bench) historyPhases(ctx context.Context) error {
 	fHot.Base = lookupHotID
 	fRestore := b.rep.figure("history/restore", fmt.Sprintf("`kvfs restore` of big.db (%d MiB) to %d commits back", p.BigBytes>>20, n), "s", false, false)
 	fRestoreMiB := b.rep.figure("history/restore/bytes", "  … delta written to etcd (LTX, compressed)", "MiB", false, false)
-	vals := map[*Figure]map[string][]float64{fOpen: {}, fCold: {}, fHot: {}, fRestore: {}, fRestoreMiB: {}}
-	record := func(f *Figure, t *target, i int, v float64) {
-		vals[f][t.key] = append(vals[f][t.key], v)
-		progress(f.ID, "%-9s run %d/%d: %s %s", targetHeads[t.key], i, p.Runs, fmtNum(v), f.Unit)
-	}
+	vals := runValues{}
+	record := func(f *Figure, t *target, i int, v float64) { vals.record(f, t, i, p.Runs, v) }
 	for i := 1; i <= p.Runs; i++ {
 		for _, t := range kv {
 			if err := ctx.Err(); err != nil {
@@ -692,11 +701,7 @@ func (b *bench) historyPhases(ctx context.Context) error {
 			}
 		}
 	}
-	for f, m := range vals {
-		for k, v := range m {
-			f.Values[k] = summarize(v)
-		}
-	}
+	vals.summarize()
 	return nil
 }
 
