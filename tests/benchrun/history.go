@@ -16,16 +16,12 @@ import (
 // measured on kvfs targets only (native SQLite has no history).
 
 // historyCommits makes n autocommit updates of random rows of table t of
-// path (1..rows) through one sqlite3 CLI process, each rewriting a row's
-// value with one of the same length, so the row count and value lengths
-// the other workloads check stay as they were. big says whether path is
-// big.db (blob values) or lookup.db (rows100 values).
-func historyCommits(ctx context.Context, path string, rows int64, n int, big bool, seed uint64) error {
+// path (1..rows) through one sqlite3 CLI process, each setting the row's
+// value to value, an SQL expression of the row's id giving one of the
+// same length as before, so the row count and value lengths the other
+// workloads check stay as they were.
+func historyCommits(ctx context.Context, path string, rows int64, n int, value string, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 2))
-	value := "printf('row %08d ', id) || hex(randomblob(40))"
-	if big {
-		value = fmt.Sprintf("cast(randomblob(%d)||zeroblob(%d) as blob)", bigRowBytes/2, bigRowBytes/2)
-	}
 	var b strings.Builder
 	b.WriteString(".timeout 10000\n")
 	for range n {
@@ -34,6 +30,12 @@ func historyCommits(ctx context.Context, path string, rows int64, n int, big boo
 	_, err := cli(ctx, path, b.String())
 	return err
 }
+
+// The values historyCommits writes to big.db and lookup.db.
+var (
+	bigValue    = fmt.Sprintf("cast(randomblob(%d)||zeroblob(%d) as blob)", bigRowBytes/2, bigRowBytes/2)
+	lookupValue = "printf('row %08d ', id) || hex(randomblob(40))"
+)
 
 // kvfsCLI runs `kvfs CMD` against the target's store and returns its
 // standard output.

@@ -632,10 +632,10 @@ func (b *bench) historyPhases(ctx context.Context) error {
 			return err
 		}
 		progress("setup", "%s: %d commits each to %s and %s", t.key, n, bigDB, lookupDB)
-		if err := historyCommits(ctx, filepath.Join(t.dir, bigDB), bigRows(p.BigBytes), n, true, 1); err != nil {
+		if err := historyCommits(ctx, filepath.Join(t.dir, bigDB), bigRows(p.BigBytes), n, bigValue, 1); err != nil {
 			return err
 		}
-		if err := historyCommits(ctx, filepath.Join(t.dir, lookupDB), int64(p.LookupRows), n, false, 2); err != nil {
+		if err := historyCommits(ctx, filepath.Join(t.dir, lookupDB), int64(p.LookupRows), n, lookupValue, 2); err != nil {
 			return err
 		}
 		var v versions
