@@ -92,11 +92,14 @@ func (s *Store) DisarmAll(ctx context.Context) error {
 }
 
 // Compact discards etcd history before revision rev. Reads pinned below
-// rev then fail with ErrCompacted.
+// rev then fail with ErrCompacted. It returns once the member has removed
+// the compacted revisions from its backend (physical compaction), so a
+// Defragment after it reclaims their space; without that wait a
+// defragmentation could run first and leave a NOSPACE alarm standing.
 func (s *Store) Compact(ctx context.Context, rev int64) error {
 	cctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	if _, err := s.cli.Compact(cctx, rev); err != nil {
+	if _, err := s.cli.Compact(cctx, rev, clientv3.WithCompactPhysical()); err != nil {
 		return classify(fmt.Sprintf("compact %d", rev), ctx, cctx, s.timeout, rev, err)
 	}
 	return nil
