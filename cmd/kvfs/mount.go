@@ -45,7 +45,8 @@ mount answers requests, and STOPPING=1 on shutdown.
 
 SIGTERM or SIGINT unmounts: in-flight operations get --shutdown-timeout to
 finish (a mount still busy is detached lazily), write leases are released and
-the embedded etcd stops; kvfs then exits 0. A second signal exits at once.
+the embedded etcd stops; kvfs then exits 0, also when the signal comes while
+the mount is still starting. A second signal exits at once.
 `+storeFlagsHelp+`
 
 Example:
@@ -89,7 +90,21 @@ func raiseGOMAXPROCS(log *slog.Logger) {
 // production.
 const failpointEnv = "KVFS_TEST_FAILPOINT"
 
+// runMount runs a mount until a stop signal (ctx) or an unmount from
+// outside. A stop signal that arrives while the mount is still starting is a
+// stop like any other, not a failure: kvfs undoes what it started and exits
+// 0, as systemd and the tests that stop a mount right after it appears
+// expect.
 func runMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	err := serveMount(ctx, args, stdout, stderr)
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(stdout, "kvfs: stopped while starting (%v)\n", err)
+		return nil
+	}
+	return err
+}
+
+func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseMount(args, stderr)
 	if err != nil {
 		return err

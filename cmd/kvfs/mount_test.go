@@ -310,6 +310,41 @@ func TestMount(t *testing.T) {
 	}
 }
 
+// TestStopWhileStarting stops a mount at points of its start (while the
+// embedded etcd starts, and as soon as the mount appears, while kvfs still
+// checks that it serves): each is a clean stop, exit 0 with no mount and no
+// etcd left, not a failure.
+func TestStopWhileStarting(t *testing.T) {
+	requireFUSE(t)
+	for _, when := range []string{"200ms", "mounted"} {
+		t.Run(when, func(t *testing.T) {
+			dataDir := t.TempDir()
+			mnt := filepath.Join(t.TempDir(), "mnt")
+			p := startMount(t, mnt, "--data-dir", dataDir, "--spool-dir", t.TempDir())
+			if d, err := time.ParseDuration(when); err == nil {
+				time.Sleep(d)
+			} else {
+				for deadline := time.Now().Add(60 * time.Second); !isMounted(t, mnt); time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("no mount within 60s")
+					}
+				}
+			}
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			if code := p.waitExit(60 * time.Second); code != 0 {
+				t.Fatalf("exit code %d after SIGTERM %s into the start", code, when)
+			}
+			if isMounted(t, mnt) {
+				t.Fatal("still mounted after exit")
+			}
+			if _, err := etcdstore.ReadEndpointFile(dataDir); !errors.Is(err, etcdstore.ErrNotRunning) {
+				t.Fatalf("embedded etcd still announced after exit: %v", err)
+			}
+			t.Logf("%s: %s", when, strings.TrimSpace(p.stderr.String()))
+		})
+	}
+}
+
 // TestMountBusy stops a mount that has a file open: SIGTERM detaches it
 // lazily and exits 0 after --shutdown-timeout; a second signal exits at
 // once.
