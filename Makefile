@@ -78,7 +78,7 @@ test-integration: deps sweep $(BIN)/etcd-server
 		grep -E $(TEST_FILTER); exit $${PIPESTATUS[0]}
 
 bench: deps sweep build
-	BENCH_QUICK=$(BENCH_QUICK) $(GO) run ./tests/benchrun -kvfs $(BIN)/kvfs -etcd $(BIN)/etcd-server -out bench-results
+	BENCH_QUICK=$(BENCH_QUICK) $(GO) run ./tests/benchrun -kvfs $(BIN)/kvfs -etcd $(BIN)/etcd-server -litefs $(BIN)/litefs -out bench-results
 
 bench-go: $(BIN)/etcd-server
 	@mkdir -p bench-out

@@ -86,6 +86,7 @@ func main() {
 	runs := flag.Int("runs", 0, "runs per figure (default 5, or 3 with -quick)")
 	kvfsBin := flag.String("kvfs", "bin/kvfs", "kvfs binary (built with go build if missing)")
 	etcdBin := flag.String("etcd", envOr("KVFS_ETCD_BIN", "bin/etcd-server"), "etcd server binary (built with go build if missing)")
+	liteFSBin := flag.String("litefs", "bin/litefs", "LiteFS binary, measured side by side (built with go install "+liteFSPkg+"@"+liteFSVersion+" if missing; if that fails, the LiteFS column stays empty)")
 	rebuild := flag.Bool("rebuild", false, "rebuild both binaries even if present")
 	keep := flag.Bool("keep", false, "keep the temp dir (databases, etcd data, logs) after the run")
 	flag.Parse()
@@ -99,7 +100,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, p, *quick, *out, *kvfsBin, *etcdBin, *rebuild, *keep); err != nil {
+	if err := run(ctx, p, *quick, *out, *kvfsBin, *etcdBin, *liteFSBin, *rebuild, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "benchrun:", err)
 		os.Exit(1)
 	}
@@ -159,6 +160,7 @@ type target struct {
 	key   string
 	dir   string     // where the databases are: a local dir or a mountpoint
 	mount *mountProc // nil for native
+	api   string     // LiteFS: its HTTP API (litefs import)
 	// etcd endpoints for the raw etcd figure; nil for embedded, whose
 	// endpoint is read from dataDir while the mount runs.
 	etcd    []string
@@ -169,6 +171,9 @@ type target struct {
 	label     string // current mount session's label
 	sessions  []Session
 }
+
+// isKVFS reports whether a kvfs mount serves the target.
+func (t *target) isKVFS() bool { return t.key != native && t.key != liteFS }
 
 // up starts the target's mount (nothing for native) and returns how long
 // mounting took.
@@ -215,11 +220,40 @@ type bench struct {
 	p       Params
 	rep     *Report
 	root    string
-	targets []*target // native first
+	targets []*target // native first, then LiteFS (when built), then kvfs
 	etcds   [][]*etcdMember
 }
 
-func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin string, rebuild, keep bool) (err error) {
+// kvfs returns the kvfs targets.
+func (b *bench) kvfs() []*target {
+	var out []*target
+	for _, t := range b.targets {
+		if t.isKVFS() {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// tolerate decides what a failed workload run means: on LiteFS, which
+// cannot run every workload kvfs can (no transaction over ATTACHed
+// databases, for one), it is recorded as the figure's result there and the
+// run goes on; elsewhere it ends the run.
+func (b *bench) tolerate(f *Figure, t *target, run int, err error) error {
+	if t.key != liteFS {
+		return err
+	}
+	if f.Errors == nil {
+		f.Errors = map[string]string{}
+	}
+	if _, seen := f.Errors[t.key]; !seen {
+		f.Errors[t.key] = err.Error()
+		progress(f.ID, "%-9s run %d: failed, recorded: %v", targetHeads[t.key], run, err)
+	}
+	return nil
+}
+
+func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin, liteFSBin string, rebuild, keep bool) (err error) {
 	start := time.Now()
 	if err := checkEnv(); err != nil {
 		return err
@@ -229,6 +263,10 @@ func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin str
 	}
 	if etcdBin, err = ensureBinary(etcdBin, "./tests/etcd-server", rebuild); err != nil {
 		return err
+	}
+	liteFSBin, liteFSErr := ensureLiteFS(ctx, liteFSBin, rebuild)
+	if liteFSErr != nil {
+		progress("build", "LiteFS: %v; its column stays empty", liteFSErr)
 	}
 	root, err := os.MkdirTemp("", "kvfs-bench-")
 	if err != nil {
@@ -240,10 +278,11 @@ func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin str
 		Quick:    quick,
 		Params:   p,
 		Machine:  machineInfo(),
-		Versions: versions(kvfsBin, etcdBin),
+		Versions: versions(kvfsBin, etcdBin, liteFSBin),
 		Launch:   "`kvfs mount` with flags only, no GODEBUG, GOGC, GOMAXPROCS, GOMEMLIMIT, GOTRACEBACK or KVFS_* in its environment (as `make run` and systemd/kvfs.service)",
 		Targets: map[string]string{
 			native:   "SQLite on a local directory (" + fsType(root) + " under " + filepath.Dir(root) + ")",
+			liteFS:   "`litefs mount` " + liteFSVersion + ", one node with a static lease, its data dir on the same disk as native's",
 			embedded: "`kvfs mount --data-dir` (etcd embedded in the kvfs process)",
 			process:  "`kvfs mount --etcd` to a separate single-member etcd process",
 			cluster:  "`kvfs mount --etcd` to a 3-member etcd cluster on loopback",
@@ -255,7 +294,11 @@ func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin str
 			err = errors.Join(err, cerr)
 		}
 	}()
-	if err := b.setup(ctx, kvfsBin, etcdBin); err != nil {
+	if liteFSErr != nil {
+		b.rep.Targets[liteFS] = "not measured: " + liteFSErr.Error()
+		liteFSBin = ""
+	}
+	if err := b.setup(ctx, kvfsBin, etcdBin, liteFSBin); err != nil {
 		return err
 	}
 	if err := b.writePhases(ctx); err != nil {
@@ -298,14 +341,21 @@ func fsType(dir string) string {
 	return fmt.Sprintf("fs 0x%x", st.Type)
 }
 
-// setup creates the native dir, starts the etcd servers and the three
-// mounts.
-func (b *bench) setup(ctx context.Context, kvfsBin, etcdBin string) error {
+// setup creates the native dir, the LiteFS config (liteFSBin "": none),
+// starts the etcd servers and prepares the three kvfs mounts.
+func (b *bench) setup(ctx context.Context, kvfsBin, etcdBin, liteFSBin string) error {
 	nat := filepath.Join(b.root, native)
 	if err := os.MkdirAll(nat, 0o755); err != nil {
 		return err
 	}
 	b.targets = append(b.targets, &target{key: native, dir: nat})
+	if liteFSBin != "" {
+		t, err := liteFSTarget(liteFSBin, filepath.Join(b.root, liteFS))
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	}
 	for _, key := range kvfsTargets {
 		base := filepath.Join(b.root, key)
 		t := &target{key: key, dir: filepath.Join(base, "mnt"), dataDir: filepath.Join(base, "data")}
@@ -331,7 +381,7 @@ func (b *bench) setup(ctx context.Context, kvfsBin, etcdBin string) error {
 			t.storeArgs = append(t.storeArgs, "--etcd", strings.Join(t.etcd, ","))
 		}
 		args := append([]string{"--spool-dir", filepath.Join(base, "spool")}, t.storeArgs...)
-		t.mount = &mountProc{bin: kvfsBin, args: args, mnt: t.dir, logPath: filepath.Join(base, "kvfs.log")}
+		t.mount = kvfsMount(kvfsBin, args, t.dir, filepath.Join(base, "kvfs.log"))
 		b.targets = append(b.targets, t)
 	}
 	return nil
@@ -373,9 +423,15 @@ func (b *bench) measure(ctx context.Context, f *Figure, targets []*target, fn fu
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if _, failed := f.Errors[t.key]; failed {
+				continue
+			}
 			v, err := fn(t, i)
 			if err != nil {
-				return fmt.Errorf("%s on %s, run %d: %w", f.Title, t.key, i, err)
+				if err := b.tolerate(f, t, i, err); err != nil {
+					return fmt.Errorf("%s on %s, run %d: %w", f.Title, t.key, i, err)
+				}
+				continue
 			}
 			vals.record(f, t, i, b.p.Runs, v)
 		}
@@ -459,7 +515,7 @@ func (b *bench) writePhases(ctx context.Context) error {
 		return err
 	}
 	f = b.rep.figure(rawEtcdID, fmt.Sprintf("raw etcd fenced txn (%d B value + head), sequential", p.RawValueBytes), "txn/s", true, false)
-	if err := b.measure(ctx, f, b.targets[1:], func(t *target, i int) (float64, error) {
+	if err := b.measure(ctx, f, b.kvfs(), func(t *target, i int) (float64, error) {
 		eps, err := t.etcdEndpoints()
 		if err != nil {
 			return 0, err
@@ -469,7 +525,7 @@ func (b *bench) writePhases(ctx context.Context) error {
 		return err
 	}
 	f = b.rep.figure("raw-etcd-ingest", "raw etcd: 24 MiB of hex text in fenced ~1.4 MiB puts and a flip, sequential (the floor of the 200-byte-value COMMIT)", "s", false, false)
-	if err := b.measure(ctx, f, b.targets[1:], func(t *target, i int) (float64, error) {
+	if err := b.measure(ctx, f, b.kvfs(), func(t *target, i int) (float64, error) {
 		eps, err := t.etcdEndpoints()
 		if err != nil {
 			return 0, err
@@ -516,24 +572,39 @@ func (b *bench) readPhases(ctx context.Context) error {
 		if _, err := t.up(ctx, "import"); err != nil {
 			return err
 		}
-		progress("setup", "%s: cp big.db into the mount", t.key)
+		how := "cp"
 		t0 := time.Now()
-		if err := copyFile(ctx, bigPath, filepath.Join(t.dir, bigDB)); err != nil {
+		if t.key == liteFS {
+			how = "litefs import"
+			progress("setup", "%s: litefs import big.db", t.key)
+			err = liteFSImport(ctx, t, bigPath, bigDB)
+		} else {
+			progress("setup", "%s: cp big.db into the mount", t.key)
+			err = copyFile(ctx, bigPath, filepath.Join(t.dir, bigDB))
+		}
+		if err != nil {
 			return err
 		}
-		b.rep.Setup = append(b.rep.Setup, SetupFigure{Target: t.key, What: fmt.Sprintf("import big.db with cp (%d MiB)", p.BigBytes>>20), Seconds: time.Since(t0).Seconds()})
+		b.rep.Setup = append(b.rep.Setup, SetupFigure{Target: t.key, What: fmt.Sprintf("import big.db with %s (%d MiB)", how, p.BigBytes>>20), Seconds: time.Since(t0).Seconds()})
 		if err := t.down(); err != nil {
 			return err
 		}
 	}
-	fFirst := b.rep.figure("mount-first-answer", fmt.Sprintf("start `kvfs mount` (existing %d MiB db) → first query answered (native: first query, cold)", p.BigBytes>>20), "s", false, false)
+	fFirst := b.rep.figure("mount-first-answer", fmt.Sprintf("start `kvfs mount` or `litefs mount` (existing %d MiB db) → first query answered (native: first query, cold)", p.BigBytes>>20), "s", false, false)
 	fOpen := b.rep.figure(openFirstID, fmt.Sprintf("open big.db (%d MiB) on a fresh mount → first query answered, sqlite3 CLI (native: cold)", p.BigBytes>>20), "s", false, false)
 	fScan := b.rep.figure("scan-cold/cli", fmt.Sprintf("full scan of %d MiB db, cold, sqlite3 CLI", p.BigBytes>>20), "s", false, false)
 	fCold := b.rep.figure(lookupColdID, fmt.Sprintf("%dk random PK lookups, cold (fresh mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHot := b.rep.figure(lookupHotID, fmt.Sprintf("%dk random PK lookups, hot (warm mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHotWAL := b.rep.figure("lookups-hot-wal/go", fmt.Sprintf("%dk random PK lookups, hot, WAL, go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	vals := runValues{}
-	record := func(f *Figure, t *target, i int, v float64) { vals.record(f, t, i, p.Runs, v) }
+	// record keeps run i's value of f on t, or its failure (tolerate).
+	record := func(f *Figure, t *target, i int, v float64, err error) error {
+		if err != nil {
+			return b.tolerate(f, t, i, err)
+		}
+		vals.record(f, t, i, p.Runs, v)
+		return nil
+	}
 	for i := 1; i <= p.Runs; i++ {
 		for _, t := range b.targets {
 			if err := ctx.Err(); err != nil {
@@ -551,30 +622,31 @@ func (b *bench) readPhases(ctx context.Context) error {
 				return err
 			}
 			t1 := time.Now()
-			if err := firstQuery(ctx, filepath.Join(t.dir, bigDB), p.BigBytes); err != nil {
+			err := firstQuery(ctx, filepath.Join(t.dir, bigDB), p.BigBytes)
+			if err := record(fFirst, t, i, time.Since(t0).Seconds(), err); err != nil {
 				return err
 			}
-			record(fFirst, t, i, time.Since(t0).Seconds())
-			record(fOpen, t, i, time.Since(t1).Seconds())
+			if err := record(fOpen, t, i, time.Since(t1).Seconds(), err); err != nil {
+				return err
+			}
 			v, err := scan(ctx, t.dir, p.BigBytes)
-			if err != nil {
+			if err := record(fScan, t, i, v, err); err != nil {
 				return err
 			}
-			record(fScan, t, i, v)
 			lk := filepath.Join(t.dir, lookupDB)
 			seed := uint64(i)
-			if v, err = lookups(ctx, lk, p.LookupRows, p.Lookups, false, seed); err != nil {
+			v, err = lookups(ctx, lk, p.LookupRows, p.Lookups, false, seed)
+			if err := record(fCold, t, i, v, err); err != nil {
 				return err
 			}
-			record(fCold, t, i, v)
-			if v, err = lookups(ctx, lk, p.LookupRows, p.Lookups, true, seed+1000); err != nil {
+			v, err = lookups(ctx, lk, p.LookupRows, p.Lookups, true, seed+1000)
+			if err := record(fHot, t, i, v, err); err != nil {
 				return err
 			}
-			record(fHot, t, i, v)
-			if v, err = lookups(ctx, filepath.Join(t.dir, "lookup-wal.db"), p.LookupRows, p.Lookups, true, seed+2000); err != nil {
+			v, err = lookups(ctx, filepath.Join(t.dir, "lookup-wal.db"), p.LookupRows, p.Lookups, true, seed+2000)
+			if err := record(fHotWAL, t, i, v, err); err != nil {
 				return err
 			}
-			record(fHotWAL, t, i, v)
 			if err := t.down(); err != nil {
 				return err
 			}
@@ -624,7 +696,7 @@ const (
 func (b *bench) historyPhases(ctx context.Context) error {
 	p := b.p
 	n := p.HistoryCommits
-	kv := b.targets[1:]
+	kv := b.kvfs()
 	type versions struct{ big, lookup uint64 }
 	at := map[string]versions{}
 	for _, t := range kv {
@@ -724,7 +796,8 @@ func (b *bench) finish() {
 		b.rep.RSS = append(b.rep.RSS, r)
 	}
 	b.rep.Notes = append(b.rep.Notes,
-		"Cold kvfs = a new `kvfs mount` process (empty kvfs caches and kernel page cache for the mount); the etcd servers and the OS page cache of their data files stay warm. Cold native = the file evicted with posix_fadvise(DONTNEED).",
+		"Cold kvfs = a new `kvfs mount` process (empty kvfs caches and kernel page cache for the mount); the etcd servers and the OS page cache of their data files stay warm. Cold LiteFS = likewise a new `litefs mount` process, the OS page cache of its data dir warm. Cold native = the file evicted with posix_fadvise(DONTNEED).",
+		"LiteFS side by side: LiteFS "+liteFSVersion+" runs as one node with a static lease and no other node, so a commit ends when LiteFS has written it to its local data dir (the database file and an LTX file, with fsync); replication to other nodes, when there are any, happens after the commit returns. kvfs commits synchronously to etcd (and, with 3 members, to a quorum of them) before the commit returns. So kvfs ÷ LiteFS compares a synchronously replicated commit with a local one; LiteFS cannot run a transaction over ATTACHed databases (its failures are listed under the table). big.db is loaded into LiteFS with `litefs import` (into kvfs with cp).",
 		"Mount → first answer for kvfs counts from exec of `kvfs mount` (for emb this includes starting the embedded etcd) to the answer of a sqlite3 CLI point query; for native it is that query alone, so its ratio mostly measures mount start-up.",
 		"Every kvfs process runs as `make run` and systemd/kvfs.service start it: `kvfs mount` with flags only (--data-dir or --etcd, --spool-dir, --prefix), its environment stripped of GODEBUG, GOGC, GOMAXPROCS, GOMEMLIMIT, GOTRACEBACK and KVFS_*. The go-sqlite3 workloads run inside benchrun with Go's defaults (asynchronous preemption on): kvfs finishes commit points despite the FUSE interrupts its signals cause.",
 		"The 200-byte-value transaction row is split: the COMMIT row is the CLI's `.timer` of the COMMIT statement alone (kvfs: the journal's deletion, that is encoding the delta and writing it to etcd); the rest of the total is SQLite building the rows and writing the database's pages (kvfs: one FUSE request per page).",

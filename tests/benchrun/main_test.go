@@ -119,6 +119,10 @@ func TestMarkdownTable(t *testing.T) {
 	ins.Values[embedded] = summarize([]float64{500, 450, 550})
 	ins.Values[process] = summarize([]float64{800, 700, 900})
 	ins.Values[cluster] = summarize([]float64{250, 200, 300})
+	ins.Values[liteFS] = summarize([]float64{250, 250, 250})
+	att := r.figure("insert-attach/cli", "attach", "txns/s", true, true)
+	att.Values[embedded] = summarize([]float64{100, 100, 100})
+	att.Errors = map[string]string{liteFS: "disk I/O error"}
 	raw := r.figure(rawEtcdID, "raw etcd", "txn/s", true, false)
 	raw.Values[embedded] = summarize([]float64{1000, 1000, 1000})
 	raw.Values[process] = summarize([]float64{1600, 1600, 1600})
@@ -137,6 +141,12 @@ func TestMarkdownTable(t *testing.T) {
 
 	if got := ins.KVFSDivNative[embedded]; got != 0.5 {
 		t.Errorf("insert kvfs÷native emb = %v, want 0.5", got)
+	}
+	if got := ins.KVFSDivLiteFS[process]; got != 3.2 {
+		t.Errorf("insert kvfs÷LiteFS proc = %v, want 3.2", got)
+	}
+	if len(scan.KVFSDivLiteFS) != 0 {
+		t.Errorf("ratios to LiteFS without LiteFS values: %v", scan.KVFSDivLiteFS)
 	}
 	if got := ins.KVFSDivRawEtcd[process]; got != 0.5 {
 		t.Errorf("insert kvfs÷raw proc = %v, want 0.5", got)
@@ -160,11 +170,13 @@ func TestMarkdownTable(t *testing.T) {
 	for _, want := range []string{
 		"# kvfs benchmarks — 2026-01-02 (quick mode)",
 		"median (min–max) of 3 runs (quick mode",
-		"| workload | unit | native | kvfs emb | kvfs proc | kvfs 3× | kvfs ÷ native | kvfs ÷ raw etcd |",
-		"| 300 autocommit inserts, DELETE | inserts/s ↑ | 1000 (900–1100) | 500 (450–550) | 800 (700–900) | 250 (200–300) | 0.50 / 0.80 / 0.25 | 0.50 / 0.50 / 0.50 |",
-		"| raw etcd | txn/s ↑ | — | 1000 (1000–1000) | 1600 (1600–1600) | 500 (500–500) | — | — |",
-		"| full scan | s ↓ | 2.00 (2.00–2.00) | 4.00 (4.00–4.00) | — | — | 2.00 / — / — | — |",
-		"| full scan of DB@TXID | s ↓ | — | 6.00 (6.00–6.00) | — | — | 1.50 / — / — ÷ live | — |",
+		"| workload | unit | native | LiteFS | kvfs emb | kvfs proc | kvfs 3× | kvfs ÷ native | kvfs ÷ LiteFS | kvfs ÷ raw etcd |",
+		"| 300 autocommit inserts, DELETE | inserts/s ↑ | 1000 (900–1100) | 250 (250–250) | 500 (450–550) | 800 (700–900) | 250 (200–300) | 0.50 / 0.80 / 0.25 | 2.00 / 3.20 / 1.00 | 0.50 / 0.50 / 0.50 |",
+		"| attach | txns/s ↑ | — | failed (1) | 100 (100–100) | — | — | — | — | 0.10 / — / — |",
+		"1. LiteFS, attach: disk I/O error\n",
+		"| raw etcd | txn/s ↑ | — | — | 1000 (1000–1000) | 1600 (1600–1600) | 500 (500–500) | — | — | — |",
+		"| full scan | s ↓ | 2.00 (2.00–2.00) | — | 4.00 (4.00–4.00) | — | — | 2.00 / — / — | — | — |",
+		"| full scan of DB@TXID | s ↓ | — | — | 6.00 (6.00–6.00) | — | — | 1.50 / — / — ÷ live | — | — |",
 		"| kvfs emb | 2 MiB | writes: 1 MiB; reads run 1: 2 MiB |",
 	} {
 		if !strings.Contains(md, want) {

@@ -208,10 +208,13 @@ func childAttr(sig syscall.Signal) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: sig}
 }
 
-// mountProc is one `kvfs mount` process serving a mountpoint.
+// mountProc is one file-system daemon serving a mountpoint: `kvfs mount`,
+// or LiteFS's `litefs mount`.
 type mountProc struct {
+	name    string   // for messages: "kvfs mount", "litefs mount"
 	bin     string
-	args    []string // flags before the mountpoint
+	args    []string // the whole argument list
+	ready   string   // the output line that says the mount serves (its start)
 	mnt     string
 	logPath string
 
@@ -220,8 +223,14 @@ type mountProc struct {
 	pid  int
 }
 
-// start runs kvfs mount and waits until it prints that it is mounted (up to
-// 2 minutes). It returns the time from exec to mounted.
+// kvfsMount returns the `kvfs mount` of mnt with flags.
+func kvfsMount(bin string, flags []string, mnt, logPath string) *mountProc {
+	return &mountProc{name: "kvfs mount", bin: bin, args: append(append([]string{"mount"}, flags...), mnt),
+		ready: "kvfs: mounted at", mnt: mnt, logPath: logPath}
+}
+
+// start runs the daemon and waits until it prints its ready line (up to 2
+// minutes). It returns the time from exec to ready.
 func (m *mountProc) start(ctx context.Context) (time.Duration, error) {
 	if m.cmd != nil {
 		return 0, errors.New("mount already running")
@@ -230,34 +239,37 @@ func (m *mountProc) start(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	args := append(append([]string{"mount"}, m.args...), m.mnt)
-	cmd := exec.Command(m.bin, args...)
-	cmd.Stderr = logf
-	cmd.Env = childEnv()
-	out, err := cmd.StdoutPipe()
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		logf.Close()
 		return 0, err
 	}
-	// SIGTERM: a kvfs whose benchmark died unmounts itself.
+	cmd := exec.Command(m.bin, m.args...)
+	cmd.Stdout, cmd.Stderr = pw, pw // LiteFS logs its ready line to stderr
+	cmd.Env = childEnv()
+	// SIGTERM: a daemon whose benchmark died unmounts itself.
 	cmd.SysProcAttr = childAttr(syscall.SIGTERM)
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
 		logf.Close()
-		return 0, fmt.Errorf("start kvfs mount: %w", err)
+		return 0, fmt.Errorf("start %s: %w", m.name, err)
 	}
 	m.cmd, m.pid, m.done = cmd, cmd.Process.Pid, make(chan struct{})
 	mounted := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(out)
+		sc := bufio.NewScanner(pr)
 		signalled := false
 		for sc.Scan() {
 			fmt.Fprintln(logf, sc.Text())
-			if !signalled && strings.HasPrefix(sc.Text(), "kvfs: mounted at") {
+			if !signalled && strings.Contains(sc.Text(), m.ready) {
 				signalled = true
 				close(mounted)
 			}
 		}
+		pr.Close()
 		_ = cmd.Wait()
 		logf.Close()
 		close(m.done)
@@ -267,13 +279,13 @@ func (m *mountProc) start(ctx context.Context) (time.Duration, error) {
 		return time.Since(t0), nil
 	case <-m.done:
 		m.cmd = nil
-		return 0, fmt.Errorf("kvfs mount %s exited: %s", m.mnt, tail(m.logPath, 10))
+		return 0, fmt.Errorf("%s %s exited: %s", m.name, m.mnt, tail(m.logPath, 10))
 	case <-ctx.Done():
 		m.stop()
 		return 0, ctx.Err()
 	case <-time.After(2 * time.Minute):
 		m.stop()
-		return 0, fmt.Errorf("kvfs mount %s: not mounted within 2 minutes: %s", m.mnt, tail(m.logPath, 10))
+		return 0, fmt.Errorf("%s %s: not mounted within 2 minutes: %s", m.name, m.mnt, tail(m.logPath, 10))
 	}
 }
 
@@ -289,8 +301,8 @@ func (m *mountProc) peakRSS() (int64, error) {
 	return parseVmHWM(string(b))
 }
 
-// stop asks kvfs to unmount (SIGTERM) and waits up to 40 s; then it kills
-// it. Either way it makes sure nothing is left mounted (umount -l).
+// stop asks the daemon to unmount (SIGTERM) and waits up to 40 s; then it
+// kills it. Either way it makes sure nothing is left mounted (umount -l).
 func (m *mountProc) stop() error {
 	if m.cmd == nil {
 		return nil
@@ -302,7 +314,7 @@ func (m *mountProc) stop() error {
 	case <-time.After(40 * time.Second):
 		_ = m.cmd.Process.Signal(syscall.SIGKILL)
 		<-m.done
-		err = fmt.Errorf("kvfs mount %s (pid %d) ignored SIGTERM; killed", m.mnt, m.pid)
+		err = fmt.Errorf("%s %s (pid %d) ignored SIGTERM; killed", m.name, m.mnt, m.pid)
 	}
 	m.cmd = nil
 	if isMounted(m.mnt) {

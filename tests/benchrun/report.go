@@ -14,6 +14,7 @@ import (
 // applies to it; raw etcd figures exist only for the three etcd targets.
 const (
 	native   = "native"
+	liteFS   = "litefs"
 	embedded = "embedded"
 	process  = "process"
 	cluster  = "cluster"
@@ -23,11 +24,12 @@ const (
 var kvfsTargets = []string{embedded, process, cluster}
 
 // allTargets are the table's columns, in order.
-var allTargets = []string{native, embedded, process, cluster}
+var allTargets = []string{native, liteFS, embedded, process, cluster}
 
 // targetHeads are the column headings of the Markdown table.
 var targetHeads = map[string]string{
 	native:   "native",
+	liteFS:   "LiteFS",
 	embedded: "kvfs emb",
 	process:  "kvfs proc",
 	cluster:  "kvfs 3×",
@@ -46,6 +48,8 @@ type Figure struct {
 	Values      map[string]Stats `json:"values"` // by target key
 	// KVFSDivNative is kvfs median ÷ native median, by kvfs target.
 	KVFSDivNative map[string]float64 `json:"kvfs_div_native,omitempty"`
+	// KVFSDivLiteFS is kvfs median ÷ LiteFS median, by kvfs target.
+	KVFSDivLiteFS map[string]float64 `json:"kvfs_div_litefs,omitempty"`
 	// KVFSDivRawEtcd is kvfs median ÷ that target's raw etcd txn/s median.
 	KVFSDivRawEtcd map[string]float64 `json:"kvfs_div_raw_etcd,omitempty"`
 	// Base is the ID of the figure of the same workload on the live file,
@@ -54,6 +58,9 @@ type Figure struct {
 	// and the table shows it in place of ÷ native.
 	Base        string             `json:"base,omitempty"`
 	KVFSDivBase map[string]float64 `json:"kvfs_div_base,omitempty"`
+	// Errors are, by target, why a target that was measured could not run
+	// the workload (LiteFS only: see bench.tolerate).
+	Errors map[string]string `json:"errors,omitempty"`
 }
 
 // Session is one kvfs mount process's lifetime and its peak RSS.
@@ -92,6 +99,7 @@ type Versions struct {
 	SQLiteCLI string `json:"sqlite3_cli"`
 	GoSQLite  string `json:"go_sqlite3_library"`
 	Etcd      string `json:"etcd"`
+	LiteFS    string `json:"litefs,omitempty"`
 	KVFS      string `json:"kvfs"`
 }
 
@@ -141,7 +149,7 @@ func (r *Report) computeRatios() {
 		if f.ID == rawEtcdID {
 			continue
 		}
-		f.KVFSDivNative, f.KVFSDivRawEtcd, f.KVFSDivBase = map[string]float64{}, map[string]float64{}, nil
+		f.KVFSDivNative, f.KVFSDivLiteFS, f.KVFSDivRawEtcd, f.KVFSDivBase = map[string]float64{}, map[string]float64{}, map[string]float64{}, nil
 		base := byID[f.Base]
 		if base != nil {
 			f.KVFSDivBase = map[string]float64{}
@@ -149,6 +157,9 @@ func (r *Report) computeRatios() {
 		for _, t := range kvfsTargets {
 			if v := ratio(f.Values[t], f.Values[native]); !math.IsNaN(v) {
 				f.KVFSDivNative[t] = v
+			}
+			if v := ratio(f.Values[t], f.Values[liteFS]); !math.IsNaN(v) {
+				f.KVFSDivLiteFS[t] = v
 			}
 			if base != nil {
 				if v := ratio(f.Values[t], base.Values[t]); !math.IsNaN(v) {
@@ -204,8 +215,8 @@ func (r *Report) writeMarkdown(w io.Writer) {
 	}
 	fmt.Fprintf(w, "# kvfs benchmarks — %s (%s mode)\n\n", r.Date, mode)
 	fmt.Fprintf(w, "- Machine: %d × %s, Linux %s, %s RAM\n", r.Machine.NProc, r.Machine.Model, r.Machine.Kernel, r.Machine.MemTotal)
-	fmt.Fprintf(w, "- Versions: %s; sqlite3 CLI %s; go-sqlite3 library %s; etcd %s; kvfs %s\n",
-		r.Versions.Go, r.Versions.SQLiteCLI, r.Versions.GoSQLite, r.Versions.Etcd, r.Versions.KVFS)
+	fmt.Fprintf(w, "- Versions: %s; sqlite3 CLI %s; go-sqlite3 library %s; etcd %s; LiteFS %s; kvfs %s\n",
+		r.Versions.Go, r.Versions.SQLiteCLI, r.Versions.GoSQLite, r.Versions.Etcd, orDash(r.Versions.LiteFS), r.Versions.KVFS)
 	fmt.Fprintf(w, "- Started %s, took %s\n", r.Started, fmtDuration(r.DurationSeconds))
 	if r.Launch != "" {
 		fmt.Fprintf(w, "- kvfs started as users start it: %s\n", r.Launch)
@@ -224,18 +235,19 @@ func (r *Report) writeMarkdown(w io.Writer) {
 		fmt.Fprint(w, " (quick mode: 3 runs, smaller sizes; `make bench` runs 5)")
 	}
 	fmt.Fprint(w, ". ↑ higher is better, ↓ lower is better. ")
-	fmt.Fprint(w, "÷ native and ÷ raw etcd are kvfs medians divided by native's, or by the raw etcd fenced-txn rate of the same etcd (for commit-bound rows), in the order emb / proc / 3×; ")
+	fmt.Fprint(w, "÷ native, ÷ LiteFS and ÷ raw etcd are kvfs medians divided by native's, by LiteFS's, or by the raw etcd fenced-txn rate of the same etcd (for commit-bound rows), in the order emb / proc / 3×; ")
 	fmt.Fprint(w, "a row on a time-travel file (`DB@TXID`, which native has not) shows instead its median divided by the same workload's on the live file of the same target (\"÷ live\").\n\n")
 
 	fmt.Fprint(w, "| workload | unit |")
 	for _, t := range allTargets {
 		fmt.Fprintf(w, " %s |", targetHeads[t])
 	}
-	fmt.Fprint(w, " kvfs ÷ native | kvfs ÷ raw etcd |\n|---|---|")
+	fmt.Fprint(w, " kvfs ÷ native | kvfs ÷ LiteFS | kvfs ÷ raw etcd |\n|---|---|")
 	for range allTargets {
 		fmt.Fprint(w, "---:|")
 	}
-	fmt.Fprint(w, "---:|---:|\n")
+	fmt.Fprint(w, "---:|---:|---:|\n")
+	var failures []string
 	for _, f := range r.Figures {
 		arrow := "↓"
 		if f.HigherIsBetter {
@@ -243,17 +255,28 @@ func (r *Report) writeMarkdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s | %s %s |", f.Title, f.Unit, arrow)
 		for _, t := range allTargets {
-			fmt.Fprintf(w, " %s |", fmtStats(f.Values[t]))
+			cell := fmtStats(f.Values[t])
+			if e, ok := f.Errors[t]; ok {
+				failures = append(failures, fmt.Sprintf("%s, %s: %s", targetHeads[t], f.Title, e))
+				cell = fmt.Sprintf("failed (%d)", len(failures))
+			}
+			fmt.Fprintf(w, " %s |", cell)
 		}
 		divNative := fmtRatios(f.KVFSDivNative)
 		if f.KVFSDivBase != nil {
 			divNative = fmtRatios(f.KVFSDivBase) + " ÷ live"
 		}
-		fmt.Fprintf(w, " %s | %s |\n", divNative, fmtRatios(f.KVFSDivRawEtcd))
+		fmt.Fprintf(w, " %s | %s | %s |\n", divNative, fmtRatios(f.KVFSDivLiteFS), fmtRatios(f.KVFSDivRawEtcd))
+	}
+	if len(failures) > 0 {
+		fmt.Fprint(w, "\nWorkloads that failed (the run went on without them):\n\n")
+		for i, s := range failures {
+			fmt.Fprintf(w, "%d. %s\n", i+1, s)
+		}
 	}
 
 	if len(r.RSS) > 0 {
-		fmt.Fprint(w, "\nPeak RSS of the kvfs daemon (VmHWM of the `kvfs mount` process; for emb it includes the embedded etcd):\n\n")
+		fmt.Fprint(w, "\nPeak RSS of each daemon (VmHWM of the `kvfs mount` or `litefs mount` process; for kvfs emb it includes the embedded etcd):\n\n")
 		fmt.Fprint(w, "| target | peak RSS | per mount session |\n|---|---:|---|\n")
 		for _, x := range r.RSS {
 			var parts []string
@@ -318,6 +341,14 @@ func fmtRatios(m map[string]float64) string {
 		}
 	}
 	return strings.Join(parts, " / ")
+}
+
+// orDash returns s, or "—" when it is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
 }
 
 // fmtKiB prints a size given in KiB as MiB.

@@ -39,7 +39,7 @@ func field(text, key, sep string) string {
 }
 
 // versions reports the versions of everything measured.
-func versions(kvfsBin, etcdBin string) Versions {
+func versions(kvfsBin, etcdBin, liteFSBin string) Versions {
 	v := Versions{Go: runtime.Version()}
 	v.SQLiteCLI = firstWords(output("sqlite3", "--version"), 2)
 	if db, err := sql.Open("sqlite3", ":memory:"); err == nil {
@@ -47,6 +47,9 @@ func versions(kvfsBin, etcdBin string) Versions {
 		db.Close()
 	}
 	v.Etcd = strings.TrimSpace(strings.TrimPrefix(firstLine(output(etcdBin, "--version")), "etcd Version:"))
+	if liteFSBin != "" {
+		v.LiteFS = liteFSVersion // its go-installed binary says "development build"
+	}
 	v.KVFS = strings.TrimPrefix(firstLine(output(kvfsBin, "version")), "kvfs ")
 	if rev := strings.TrimSpace(output("git", "rev-parse", "--short", "HEAD")); rev != "" {
 		if strings.TrimSpace(output("git", "status", "--porcelain", "--untracked-files=no")) != "" {
