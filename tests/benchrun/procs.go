@@ -211,7 +211,7 @@ func childAttr(sig syscall.Signal) *syscall.SysProcAttr {
 // mountProc is one file-system daemon serving a mountpoint: `kvfs mount`,
 // or LiteFS's `litefs mount`.
 type mountProc struct {
-	name    string   // for messages: "kvfs mount", "litefs mount"
+	name    string // for messages: "kvfs mount", "litefs mount"
 	bin     string
 	args    []string // the whole argument list
 	ready   string   // the output line that says the mount serves (its start)
