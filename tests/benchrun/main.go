@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -47,6 +48,14 @@ type Params struct {
 	BigBytes      int64 `json:"big_bytes"`      // size of big.db (scan, mount-to-first-answer)
 	Writers       int   `json:"writers"`        // concurrent writer processes
 	WriterInserts int   `json:"writer_inserts"` // autocommit inserts per writer
+	// OwnWriters processes each write OwnWriterInserts autocommits to a
+	// database of its own; the raw etcd figure they compare with runs as
+	// many clients, each that many txns.
+	OwnWriters       int `json:"own_writers"`
+	OwnWriterInserts int `json:"own_writer_inserts"`
+	// ManyDBs databases are created on one mount for the many-databases
+	// rows.
+	ManyDBs int `json:"many_dbs"`
 	// HistoryCommits is how many commits back the time-travel files and
 	// the restore go.
 	HistoryCommits int `json:"history_commits"`
@@ -57,9 +66,11 @@ type Params struct {
 // fullParams and quickParams are the two sizes `make bench` offers.
 var (
 	fullParams = Params{Runs: 5, Inserts: 1000, TxnRows: 100_000, LookupRows: 100_000, Lookups: 10_000,
-		BigBytes: 1 << 30, Writers: 4, WriterInserts: 200, HistoryCommits: 1000, RawTxns: 1000, RawValueBytes: 4096}
+		BigBytes: 1 << 30, Writers: 4, WriterInserts: 200, OwnWriters: 16, OwnWriterInserts: 100, ManyDBs: 10_000,
+		HistoryCommits: 1000, RawTxns: 1000, RawValueBytes: 4096}
 	quickParams = Params{Runs: 3, Inserts: 300, TxnRows: 100_000, LookupRows: 100_000, Lookups: 10_000,
-		BigBytes: 64 << 20, Writers: 4, WriterInserts: 50, HistoryCommits: 300, RawTxns: 300, RawValueBytes: 4096}
+		BigBytes: 64 << 20, Writers: 4, WriterInserts: 50, OwnWriters: 16, OwnWriterInserts: 30, ManyDBs: 1000,
+		HistoryCommits: 300, RawTxns: 300, RawValueBytes: 4096}
 )
 
 // runtimeEnv are the environment variables that change how a Go program
@@ -196,7 +207,8 @@ func (t *target) down() error {
 		return nil
 	}
 	if kib, err := t.mount.peakRSS(); err == nil {
-		t.sessions = append(t.sessions, Session{Label: t.label, PID: t.mount.pid, PeakKiB: kib})
+		anon, file := t.mount.peaks()
+		t.sessions = append(t.sessions, Session{Label: t.label, PID: t.mount.pid, PeakKiB: kib, AnonKiB: anon, FileKiB: file})
 	} else {
 		progress("rss", "%s: %v", t.key, err)
 	}
@@ -308,6 +320,9 @@ func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin, li
 		return err
 	}
 	if err := b.historyPhases(ctx); err != nil {
+		return err
+	}
+	if err := b.manyPhases(ctx); err != nil {
 		return err
 	}
 	b.rep.DurationSeconds = time.Since(start).Seconds()
@@ -514,13 +529,32 @@ func (b *bench) writePhases(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	f = b.rep.figure("own-dbs-writers/cli",
+		fmt.Sprintf("%d sqlite3 processes × %d autocommit inserts, each into its own db, DELETE", p.OwnWriters, p.OwnWriterInserts),
+		"commits/s", true, true)
+	f.Raw = rawEtcdManyID
+	if err := b.measure(ctx, f, b.targets, func(t *target, i int) (float64, error) {
+		return writersOwnDBs(ctx, t.dir, p.OwnWriters, p.OwnWriterInserts, i)
+	}); err != nil {
+		return err
+	}
 	f = b.rep.figure(rawEtcdID, fmt.Sprintf("raw etcd fenced txn (%d B value + head), sequential", p.RawValueBytes), "txn/s", true, false)
 	if err := b.measure(ctx, f, b.kvfs(), func(t *target, i int) (float64, error) {
 		eps, err := t.etcdEndpoints()
 		if err != nil {
 			return 0, err
 		}
-		return rawFencedTxns(ctx, eps, p.RawTxns, p.RawValueBytes, i)
+		return rawFencedTxns(ctx, eps, 1, p.RawTxns, p.RawValueBytes, i)
+	}); err != nil {
+		return err
+	}
+	f = b.rep.figure(rawEtcdManyID, fmt.Sprintf("raw etcd fenced txn (%d B value + head), %d concurrent clients × %d, a head each", p.RawValueBytes, p.OwnWriters, p.OwnWriterInserts), "txn/s", true, false)
+	if err := b.measure(ctx, f, b.kvfs(), func(t *target, i int) (float64, error) {
+		eps, err := t.etcdEndpoints()
+		if err != nil {
+			return 0, err
+		}
+		return rawFencedTxns(ctx, eps, p.OwnWriters, p.OwnWriterInserts, p.RawValueBytes, i)
 	}); err != nil {
 		return err
 	}
@@ -777,6 +811,84 @@ func (b *bench) historyPhases(ctx context.Context) error {
 	return nil
 }
 
+// manyPhases measures one mount holding p.ManyDBs databases: creating them
+// all (once per target), then runs of: fresh mount, listing their
+// directory, a query answered by one of them at random, and the daemon's
+// anonymous RSS after that, against its anonymous RSS on the fresh mount
+// before (idle databases should cost no memory).
+func (b *bench) manyPhases(ctx context.Context) error {
+	p := b.p
+	n := p.ManyDBs
+	dirOf := func(t *target) string {
+		if t.key == liteFS {
+			return t.dir // LiteFS has no directories
+		}
+		return filepath.Join(t.dir, manyDir)
+	}
+	fCreate := b.rep.figure("many-dbs/create", fmt.Sprintf("create %d databases (a table and a row each, one transaction), go-sqlite3, 8 at a time (one run)", n), "s", false, false)
+	fList := b.rep.figure("many-dbs/ls", fmt.Sprintf("`ls -f` of the directory of the %d databases, fresh mount", n), "s", false, false)
+	fOpen := b.rep.figure("many-dbs/open", fmt.Sprintf("then open one of the %d at random → first answer, sqlite3 CLI", n), "s", false, false)
+	fAnon := b.rep.figure("many-dbs/anon-growth", fmt.Sprintf("daemon anonymous RSS after that, minus on the fresh mount before the ls (%d databases)", n), "MiB", false, false)
+	vals := runValues{}
+	record := func(f *Figure, t *target, i, runs int, v float64, err error) error {
+		if err != nil {
+			return b.tolerate(f, t, i, err)
+		}
+		vals.record(f, t, i, runs, v)
+		return nil
+	}
+	for _, t := range b.targets {
+		if _, err := t.up(ctx, "many setup"); err != nil {
+			return err
+		}
+		progress("setup", "%s: %d databases", t.key, n)
+		v, err := createMany(ctx, dirOf(t), n)
+		if err := record(fCreate, t, 1, 1, v, err); err != nil {
+			return err
+		}
+		if err := t.down(); err != nil {
+			return err
+		}
+	}
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	for i := 1; i <= p.Runs; i++ {
+		for _, t := range b.targets {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if _, failed := fCreate.Errors[t.key]; failed {
+				continue
+			}
+			if _, err := t.up(ctx, fmt.Sprintf("many run %d", i)); err != nil {
+				return err
+			}
+			var before int64
+			if t.mount != nil {
+				before, _ = t.mount.anonRSS()
+			}
+			v, err := listMany(ctx, dirOf(t), n)
+			if err := record(fList, t, i, p.Runs, v, err); err != nil {
+				return err
+			}
+			v, err = openOneOfMany(ctx, dirOf(t), rng.IntN(n))
+			if err := record(fOpen, t, i, p.Runs, v, err); err != nil {
+				return err
+			}
+			if t.mount != nil {
+				after, err := t.mount.anonRSS()
+				if err := record(fAnon, t, i, p.Runs, float64(after-before)/1024, err); err != nil {
+					return err
+				}
+			}
+			if err := t.down(); err != nil {
+				return err
+			}
+		}
+	}
+	vals.summarize()
+	return nil
+}
+
 // copyFile copies src to dst with cp (as a user would import a database).
 func copyFile(ctx context.Context, src, dst string) error {
 	if out, err := exec.CommandContext(ctx, "cp", src, dst).CombinedOutput(); err != nil {
@@ -791,7 +903,7 @@ func (b *bench) finish() {
 	for _, t := range b.targets[1:] {
 		r := RSS{Target: t.key, Sessions: t.sessions}
 		for _, s := range t.sessions {
-			r.PeakKiB = max(r.PeakKiB, s.PeakKiB)
+			r.PeakKiB, r.AnonKiB, r.FileKiB = max(r.PeakKiB, s.PeakKiB), max(r.AnonKiB, s.AnonKiB), max(r.FileKiB, s.FileKiB)
 		}
 		b.rep.RSS = append(b.rep.RSS, r)
 	}

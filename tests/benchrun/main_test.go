@@ -64,6 +64,13 @@ func TestParseVmHWM(t *testing.T) {
 	if _, err := parseVmHWM("VmHWM:\t x kB\n"); err == nil {
 		t.Error("parseVmHWM with a non-number: want an error")
 	}
+	full := status + "RssAnon:\t  120004 kB\nRssFile:\t  394340 kB\n"
+	if anon, err := statusKiB(full, "RssAnon:"); err != nil || anon != 120004 {
+		t.Errorf("RssAnon = %d, %v; want 120004", anon, err)
+	}
+	if file, err := statusKiB(full, "RssFile:"); err != nil || file != 394340 {
+		t.Errorf("RssFile = %d, %v; want 394340", file, err)
+	}
 }
 
 func TestMountsUnder(t *testing.T) {
@@ -136,7 +143,12 @@ func TestMarkdownTable(t *testing.T) {
 	past := r.figure("history/scan", "full scan of DB@TXID", "s", false, false)
 	past.Base = scan.ID
 	past.Values[embedded] = summarize([]float64{6, 6, 6})
-	r.RSS = []RSS{{Target: embedded, PeakKiB: 2048, Sessions: []Session{{Label: "writes", PeakKiB: 1024}, {Label: "reads run 1", PeakKiB: 2048}}}}
+	r.RSS = []RSS{{Target: embedded, PeakKiB: 2048, AnonKiB: 1536, FileKiB: 1024, Sessions: []Session{{Label: "writes", PeakKiB: 1024, AnonKiB: 512, FileKiB: 512}, {Label: "reads run 1", PeakKiB: 2048, AnonKiB: 1536, FileKiB: 1024}}}}
+	own := r.figure("own-dbs-writers/cli", "16 writers, own dbs", "commits/s", true, true)
+	own.Raw = rawEtcdManyID
+	own.Values[embedded] = summarize([]float64{800, 800, 800})
+	many := r.figure(rawEtcdManyID, "raw etcd, 16 clients", "txn/s", true, false)
+	many.Values[embedded] = summarize([]float64{1000, 1000, 1000})
 	r.computeRatios()
 
 	if got := ins.KVFSDivNative[embedded]; got != 0.5 {
@@ -177,7 +189,9 @@ func TestMarkdownTable(t *testing.T) {
 		"| raw etcd | txn/s ↑ | — | — | 1000 (1000–1000) | 1600 (1600–1600) | 500 (500–500) | — | — | — |",
 		"| full scan | s ↓ | 2.00 (2.00–2.00) | — | 4.00 (4.00–4.00) | — | — | 2.00 / — / — | — | — |",
 		"| full scan of DB@TXID | s ↓ | — | — | 6.00 (6.00–6.00) | — | — | 1.50 / — / — ÷ live | — | — |",
-		"| kvfs emb | 2 MiB | writes: 1 MiB; reads run 1: 2 MiB |",
+		"| kvfs emb | 2 MiB | 2 MiB | 1 MiB | writes: 1 MiB (0 MiB / 0 MiB); reads run 1: 2 MiB (2 MiB / 1 MiB) |",
+		"| 16 writers, own dbs | commits/s ↑ | — | — | 800 (800–800) | — | — | — | — | 0.80 / — / — |",
+		"| raw etcd, 16 clients | txn/s ↑ | — | — | 1000 (1000–1000) | — | — | — | — | — |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q\n%s", want, md)

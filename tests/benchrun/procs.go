@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -221,6 +222,75 @@ type mountProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	pid  int
+
+	rss *rssPeaks // this session's
+}
+
+// rssPeaks are the largest RssAnon and RssFile (KiB) sampled from one
+// daemon process: /proc keeps the peak of their sum only (VmHWM).
+type rssPeaks struct {
+	mu         sync.Mutex
+	anon, file int64
+}
+
+// rssEvery is how often a running daemon's RssAnon and RssFile are sampled.
+const rssEvery = 100 * time.Millisecond
+
+// sample reads pid's RssAnon and RssFile once into r.
+func (r *rssPeaks) sample(pid int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return
+	}
+	anon, aerr := statusKiB(string(b), "RssAnon:")
+	file, ferr := statusKiB(string(b), "RssFile:")
+	if aerr != nil || ferr != nil {
+		return
+	}
+	r.mu.Lock()
+	r.anon, r.file = max(r.anon, anon), max(r.file, file)
+	r.mu.Unlock()
+}
+
+// sampleRSS samples pid into r every rssEvery until done closes.
+func sampleRSS(r *rssPeaks, pid int, done <-chan struct{}) {
+	tick := time.NewTicker(rssEvery)
+	defer tick.Stop()
+	for {
+		r.sample(pid)
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// anonRSS returns the running daemon's RssAnon now, in KiB.
+func (m *mountProc) anonRSS() (int64, error) {
+	if m.cmd == nil {
+		return 0, errors.New("mount not running")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
+	if err != nil {
+		return 0, err
+	}
+	return statusKiB(string(b), "RssAnon:")
+}
+
+// peaks samples the running daemon once more and returns the largest
+// RssAnon and RssFile of this session.
+func (m *mountProc) peaks() (anon, file int64) {
+	r := m.rss
+	if r == nil {
+		return 0, 0
+	}
+	if m.cmd != nil {
+		r.sample(m.pid)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.anon, r.file
 }
 
 // kvfsMount returns the `kvfs mount` of mnt with flags.
@@ -258,6 +328,8 @@ func (m *mountProc) start(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("start %s: %w", m.name, err)
 	}
 	m.cmd, m.pid, m.done = cmd, cmd.Process.Pid, make(chan struct{})
+	m.rss = &rssPeaks{}
+	go sampleRSS(m.rss, m.pid, m.done)
 	mounted := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -302,7 +374,7 @@ func (m *mountProc) peakRSS() (int64, error) {
 }
 
 // stop asks the daemon to unmount (SIGTERM) and waits up to 40 s; then it
-// kills it. Either way it makes sure nothing is left mounted (umount -l).
+// stops it with SIGQUIT (and SIGKILL 5 s later). Either way it makes sure nothing is left mounted (umount -l).
 func (m *mountProc) stop() error {
 	if m.cmd == nil {
 		return nil
@@ -312,9 +384,16 @@ func (m *mountProc) stop() error {
 	select {
 	case <-m.done:
 	case <-time.After(40 * time.Second):
-		_ = m.cmd.Process.Signal(syscall.SIGKILL)
-		<-m.done
-		err = fmt.Errorf("%s %s (pid %d) ignored SIGTERM; killed", m.name, m.mnt, m.pid)
+		// SIGQUIT first: a Go daemon prints every goroutine's stack to its
+		// log (where the hang is), then exits.
+		_ = m.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-m.done:
+		case <-time.After(5 * time.Second):
+			_ = m.cmd.Process.Signal(syscall.SIGKILL)
+			<-m.done
+		}
+		err = fmt.Errorf("%s %s (pid %d) did not exit within 40 s of SIGTERM; stopped with SIGQUIT (goroutine stacks in %s)", m.name, m.mnt, m.pid, m.logPath)
 	}
 	m.cmd = nil
 	if isMounted(m.mnt) {
@@ -352,23 +431,28 @@ func mountsUnder(procMounts, dir string, exact bool) bool {
 }
 
 // parseVmHWM returns the VmHWM field of /proc/PID/status text, in KiB.
-func parseVmHWM(status string) (int64, error) {
+func parseVmHWM(status string) (int64, error) { return statusKiB(status, "VmHWM:") }
+
+// statusKiB returns the field of /proc/PID/status text whose line starts
+// with key (e.g. "VmHWM:"), in KiB.
+func statusKiB(status, key string) (int64, error) {
+	name := strings.TrimSuffix(key, ":")
 	for _, line := range strings.Split(status, "\n") {
-		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		rest, ok := strings.CutPrefix(line, key)
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("parse VmHWM: unexpected %q", line)
+			return 0, fmt.Errorf("parse %s: unexpected %q", name, line)
 		}
 		n, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse VmHWM: %w", err)
+			return 0, fmt.Errorf("parse %s: %w", name, err)
 		}
 		return n, nil
 	}
-	return 0, errors.New("parse VmHWM: no VmHWM line")
+	return 0, fmt.Errorf("parse %s: no %s line", name, name)
 }
 
 // tail returns the last n lines of a log file, for error messages.

@@ -50,7 +50,9 @@ type Figure struct {
 	KVFSDivNative map[string]float64 `json:"kvfs_div_native,omitempty"`
 	// KVFSDivLiteFS is kvfs median ÷ LiteFS median, by kvfs target.
 	KVFSDivLiteFS map[string]float64 `json:"kvfs_div_litefs,omitempty"`
-	// KVFSDivRawEtcd is kvfs median ÷ that target's raw etcd txn/s median.
+	// KVFSDivRawEtcd is kvfs median ÷ that target's raw etcd txn/s median:
+	// of the figure Raw names, or rawEtcdID.
+	Raw            string             `json:"raw,omitempty"`
 	KVFSDivRawEtcd map[string]float64 `json:"kvfs_div_raw_etcd,omitempty"`
 	// Base is the ID of the figure of the same workload on the live file,
 	// for a figure measured on a time-travel file (which native has not);
@@ -68,12 +70,19 @@ type Session struct {
 	Label   string `json:"label"`
 	PID     int    `json:"pid"`
 	PeakKiB int64  `json:"peak_kib"` // VmHWM just before it was stopped
+	// AnonKiB and FileKiB are the largest RssAnon and RssFile sampled
+	// (every 100 ms) during the session: anonymous memory (heaps, caches)
+	// apart from mapped files (etcd's bbolt backend for kvfs emb).
+	AnonKiB int64 `json:"peak_anon_kib"`
+	FileKiB int64 `json:"peak_file_kib"`
 }
 
 // RSS is the peak resident set of a target's kvfs daemon over the run.
 type RSS struct {
 	Target   string    `json:"target"`
 	PeakKiB  int64     `json:"peak_kib"`
+	AnonKiB  int64     `json:"peak_anon_kib"`
+	FileKiB  int64     `json:"peak_file_kib"`
 	Sessions []Session `json:"sessions"`
 }
 
@@ -134,8 +143,12 @@ func (r *Report) figure(id, title, unit string, higher, commit bool) *Figure {
 	return f
 }
 
-// rawEtcdID is the figure of the raw etcd fenced-txn rate.
-const rawEtcdID = "raw-etcd-fenced-txn"
+// rawEtcdID is the figure of the raw etcd fenced-txn rate, and
+// rawEtcdManyID that of concurrent clients.
+const (
+	rawEtcdID     = "raw-etcd-fenced-txn"
+	rawEtcdManyID = "raw-etcd-fenced-txn/concurrent"
+)
 
 // computeRatios fills every figure's kvfs ÷ native and kvfs ÷ raw etcd
 // ratios, and kvfs ÷ live for a figure with a Base.
@@ -144,10 +157,13 @@ func (r *Report) computeRatios() {
 	for _, f := range r.Figures {
 		byID[f.ID] = f
 	}
-	raw := byID[rawEtcdID]
 	for _, f := range r.Figures {
-		if f.ID == rawEtcdID {
+		if f.ID == rawEtcdID || f.ID == rawEtcdManyID {
 			continue
+		}
+		raw := byID[rawEtcdID]
+		if f.Raw != "" {
+			raw = byID[f.Raw]
 		}
 		f.KVFSDivNative, f.KVFSDivLiteFS, f.KVFSDivRawEtcd, f.KVFSDivBase = map[string]float64{}, map[string]float64{}, map[string]float64{}, nil
 		base := byID[f.Base]
@@ -276,14 +292,14 @@ func (r *Report) writeMarkdown(w io.Writer) {
 	}
 
 	if len(r.RSS) > 0 {
-		fmt.Fprint(w, "\nPeak RSS of each daemon (VmHWM of the `kvfs mount` or `litefs mount` process; for kvfs emb it includes the embedded etcd):\n\n")
-		fmt.Fprint(w, "| target | peak RSS | per mount session |\n|---|---:|---|\n")
+		fmt.Fprint(w, "\nPeak RSS of each daemon (VmHWM of the `kvfs mount` or `litefs mount` process; for kvfs emb it includes the embedded etcd), and apart the largest anonymous and file-backed RSS sampled every 100 ms (RssAnon, RssFile; file-backed is mostly etcd's mapped backend for kvfs emb):\n\n")
+		fmt.Fprint(w, "| target | peak RSS | anon | file | per mount session: peak (anon / file) |\n|---|---:|---:|---:|---|\n")
 		for _, x := range r.RSS {
 			var parts []string
 			for _, s := range x.Sessions {
-				parts = append(parts, fmt.Sprintf("%s: %s", s.Label, fmtKiB(s.PeakKiB)))
+				parts = append(parts, fmt.Sprintf("%s: %s (%s / %s)", s.Label, fmtKiB(s.PeakKiB), fmtKiB(s.AnonKiB), fmtKiB(s.FileKiB)))
 			}
-			fmt.Fprintf(w, "| %s | %s | %s |\n", targetHeads[x.Target], fmtKiB(x.PeakKiB), strings.Join(parts, "; "))
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", targetHeads[x.Target], fmtKiB(x.PeakKiB), fmtKiB(x.AnonKiB), fmtKiB(x.FileKiB), strings.Join(parts, "; "))
 		}
 	}
 	if len(r.Setup) > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -283,6 +284,125 @@ func concurrentWriters(ctx context.Context, dir string, writers, n, run int) (fl
 	return float64(writers*n) / el.Seconds(), nil
 }
 
+// writersOwnDBs runs `writers` sqlite3 CLI processes at once, each doing n
+// autocommit inserts (DELETE mode) into a database of its own; it returns
+// the aggregate commits/s.
+func writersOwnDBs(ctx context.Context, dir string, writers, n, run int) (float64, error) {
+	paths := make([]string, writers)
+	for w := range writers {
+		paths[w] = filepath.Join(dir, fmt.Sprintf("own-%d-%d.db", run, w))
+		if _, err := cli(ctx, paths[w], createT); err != nil {
+			return 0, err
+		}
+	}
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := range writers {
+		wg.Go(func() { _, errs[w] = cli(ctx, paths[w], insertScript("DELETE", n, w)) })
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	for w, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+		if err := expectCount(ctx, paths[w], n); err != nil {
+			return 0, err
+		}
+	}
+	return float64(writers*n) / el.Seconds(), nil
+}
+
+// manyDir is the directory of the many-databases rows, and manyName the
+// name of database i in it.
+const manyDir = "many"
+
+func manyName(i int) string { return fmt.Sprintf("db%05d.db", i) }
+
+// createMany creates count databases in dir/many (dir itself on LiteFS,
+// which has no directories), each a table with one row written in one
+// transaction, through go-sqlite3, 8 at a time; it returns seconds.
+func createMany(ctx context.Context, dir string, count int) (float64, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return 0, err
+	}
+	next := make(chan int)
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				path := filepath.Join(dir, manyName(i))
+				db, err := openDB(path, "")
+				if err == nil {
+					_, err = db.ExecContext(ctx, "begin; create table t(id integer primary key, v text); insert into t(v) values('database "+strconv.Itoa(i)+"'); commit;")
+					db.Close()
+				}
+				if err != nil {
+					errs <- fmt.Errorf("create %s: %w", path, err)
+					return
+				}
+			}
+		})
+	}
+	var err error
+feed:
+	for i := range count {
+		select {
+		case next <- i:
+		case err = <-errs:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	el := time.Since(t0)
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return el.Seconds(), err
+}
+
+// listMany lists dir (ls -f: no sort, no stat, as a program that reads the
+// directory does) and checks it holds at least count entries; it returns
+// seconds.
+func listMany(ctx context.Context, dir string, count int) (float64, error) {
+	t0 := time.Now()
+	out, err := exec.CommandContext(ctx, "ls", "-f", dir).Output()
+	el := time.Since(t0)
+	if err != nil {
+		return 0, fmt.Errorf("ls -f %s: %w", dir, err)
+	}
+	if n := strings.Count(string(out), ".db\n"); n < count {
+		return 0, fmt.Errorf("ls -f %s: %d databases, want %d", dir, n, count)
+	}
+	return el.Seconds(), nil
+}
+
+// openOneOfMany answers a query from database i of dir with the sqlite3
+// CLI; it returns seconds.
+func openOneOfMany(ctx context.Context, dir string, i int) (float64, error) {
+	path := filepath.Join(dir, manyName(i))
+	t0 := time.Now()
+	out, err := cli(ctx, path, "select v from t;")
+	el := time.Since(t0)
+	if err != nil {
+		return 0, err
+	}
+	if got, want := strings.TrimSpace(out), "database "+strconv.Itoa(i); got != want {
+		return 0, fmt.Errorf("%s answers %q, want %q", path, got, want)
+	}
+	return el.Seconds(), nil
+}
+
 // createLookupDB creates name in dir, in the given journal mode, with rows
 // 1..n of ~100 bytes.
 func createLookupDB(ctx context.Context, dir, name, journal string, n int) error {
@@ -397,10 +517,6 @@ func evict(path string) error {
 	return nil
 }
 
-// rawFencedTxns runs n sequential fenced transactions against etcd, each
-// comparing a fence value and the head's mod revision and putting a
-// valueBytes value and the head — kvfs's fast-path commit shape. It returns
-// txn/s, and deletes its keys afterwards.
 // rawKeys is one raw etcd measurement's keys under a fresh prefix of its
 // own, with a fence key holding "gen-1".
 type rawKeys struct {
@@ -467,32 +583,54 @@ func rawIngest(ctx context.Context, eps []string, total, run int) (float64, erro
 	return el.Seconds(), r.close(ctx)
 }
 
-func rawFencedTxns(ctx context.Context, eps []string, n, valueBytes, run int) (float64, error) {
+// rawFencedTxns runs, from each of clients goroutines on one etcd
+// connection, n sequential fenced transactions against etcd, each comparing
+// a fence value and that client's head's mod revision and putting a
+// valueBytes value and the head — kvfs's fast-path commit shape, one head
+// per database. It returns the aggregate txn/s, and deletes its keys
+// afterwards.
+func rawFencedTxns(ctx context.Context, eps []string, clients, n, valueBytes, run int) (float64, error) {
 	r, err := openRaw(ctx, eps, "raw", run)
 	if err != nil {
 		return 0, err
 	}
-	res, err := r.s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(r.head, []byte("0"))})
-	if err != nil {
-		r.close(ctx)
-		return 0, err
-	}
-	rev := res.Revision
 	value := make([]byte, valueBytes)
 	for i := range value {
 		value[i] = byte(rand.IntN(256))
 	}
-	t0 := time.Now()
-	for i := range n {
-		res, err := r.s.Txn(ctx,
-			[]etcdstore.Cmp{r.fenceCmp, etcdstore.CmpModRevision(r.head, rev)},
-			[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%016x", r.pfx, i), value), etcdstore.OpPut(r.head, []byte(strconv.Itoa(i)))})
+	heads := make([]string, clients)
+	revs := make([]int64, clients)
+	for c := range clients {
+		heads[c] = fmt.Sprintf("%shead/%d", r.pfx, c)
+		res, err := r.s.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpPut(heads[c], []byte("0"))})
 		if err != nil {
 			r.close(ctx)
-			return 0, fmt.Errorf("raw txn %d: %w", i, err)
+			return 0, err
 		}
-		rev = res.Revision
+		revs[c] = res.Revision
 	}
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			for i := range n {
+				res, err := r.s.Txn(ctx,
+					[]etcdstore.Cmp{r.fenceCmp, etcdstore.CmpModRevision(heads[c], revs[c])},
+					[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%d/%016x", r.pfx, c, i), value), etcdstore.OpPut(heads[c], []byte(strconv.Itoa(i)))})
+				if err != nil {
+					errs[c] = fmt.Errorf("raw txn %d of client %d: %w", i, c, err)
+					return
+				}
+				revs[c] = res.Revision
+			}
+		})
+	}
+	wg.Wait()
 	el := time.Since(t0)
-	return float64(n) / el.Seconds(), r.close(ctx)
+	if err := errors.Join(errs...); err != nil {
+		r.close(ctx)
+		return 0, err
+	}
+	return float64(clients*n) / el.Seconds(), r.close(ctx)
 }
