@@ -4,8 +4,9 @@
 #   make run               build kvfs and mount it at $(MOUNTPOINT) with the embedded etcd on ./data
 #   make test              lint, unit + embedded etcd + separate etcd process tests, -race on core packages
 #   make test-integration  3-member etcd cluster and many-trial tests
-#   make bench             side-by-side benchmarks (native SQLite, kvfs on embedded/separate/3-member etcd,
-#                          raw etcd); writes bench-results/bench-DATE[-quick].{json,md}; BENCH_QUICK=1: < 3 min
+#   make bench             side-by-side benchmarks (native SQLite, LiteFS, kvfs on embedded/separate/3-member
+#                          etcd, raw etcd); writes bench-results/bench-DATE[-quick].{json,md}; BENCH_QUICK=1:
+#                          about 5 min. Builds LiteFS into bin/litefs with go install when it is missing.
 #   make bench-go          Go micro-benchmarks (ltx, etcdstore, pager); results in bench-out/
 #   make test-sqlite       SQLite's own TCL test suite (testfixture of the distribution's sqlite3
 #                          source) on a kvfs mount and on a local directory, side by side; writes

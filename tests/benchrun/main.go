@@ -99,7 +99,7 @@ func main() {
 	etcdBin := flag.String("etcd", envOr("KVFS_ETCD_BIN", "bin/etcd-server"), "etcd server binary (built with go build if missing)")
 	liteFSBin := flag.String("litefs", "bin/litefs", "LiteFS binary, measured side by side (built with go install "+liteFSPkg+"@"+liteFSVersion+" if missing; if that fails, the LiteFS column stays empty)")
 	rebuild := flag.Bool("rebuild", false, "rebuild both binaries even if present")
-	keep := flag.Bool("keep", false, "keep the temp dir (databases, etcd data, logs) after the run")
+	keep := flag.Bool("keep", false, "keep the temp dir (databases, etcd data, logs) after the run (a failed run always keeps it)")
 	flag.Parse()
 
 	p := fullParams
@@ -302,7 +302,8 @@ func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin, li
 	}}
 	progress("start", "%s mode, %d runs per figure, temp dir %s", map[bool]string{true: "quick", false: "full"}[quick], p.Runs, root)
 	defer func() {
-		if cerr := b.cleanup(keep); cerr != nil {
+		// A failed run keeps its temp dir: the daemons' logs say why.
+		if cerr := b.cleanup(keep || err != nil); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
