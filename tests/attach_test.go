@@ -296,6 +296,11 @@ func TestAttachReaderOnOtherHost(t *testing.T) {
 				done <- err
 				return
 			}
+			// A stream paced like an application's, not a tight loop:
+			// each remote commit is applied on host B under PENDING, and
+			// back-to-back commits could keep its reader waiting until the
+			// stream ends (a CI run saw 7 reads, all before or after).
+			time.Sleep(15 * time.Millisecond)
 		}
 		done <- nil
 	}()
