@@ -265,6 +265,16 @@ func (b *bench) tolerate(f *Figure, t *target, run int, err error) error {
 	return nil
 }
 
+// result keeps run i (of runs) of f on t in vals: its value v, or its
+// failure err as tolerate decides.
+func (b *bench) result(vals runValues, f *Figure, t *target, i, runs int, v float64, err error) error {
+	if err != nil {
+		return b.tolerate(f, t, i, err)
+	}
+	vals.record(f, t, i, runs, v)
+	return nil
+}
+
 func run(ctx context.Context, p Params, quick bool, outDir, kvfsBin, etcdBin, liteFSBin string, rebuild, keep bool) (err error) {
 	start := time.Now()
 	if err := checkEnv(); err != nil {
@@ -632,13 +642,8 @@ func (b *bench) readPhases(ctx context.Context) error {
 	fHot := b.rep.figure(lookupHotID, fmt.Sprintf("%dk random PK lookups, hot (warm mount), go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	fHotWAL := b.rep.figure("lookups-hot-wal/go", fmt.Sprintf("%dk random PK lookups, hot, WAL, go-sqlite3", p.Lookups/1000), "lookups/s", true, false)
 	vals := runValues{}
-	// record keeps run i's value of f on t, or its failure (tolerate).
 	record := func(f *Figure, t *target, i int, v float64, err error) error {
-		if err != nil {
-			return b.tolerate(f, t, i, err)
-		}
-		vals.record(f, t, i, p.Runs, v)
-		return nil
+		return b.result(vals, f, t, i, p.Runs, v, err)
 	}
 	for i := 1; i <= p.Runs; i++ {
 		for _, t := range b.targets {
@@ -832,11 +837,7 @@ func (b *bench) manyPhases(ctx context.Context) error {
 	fAnon := b.rep.figure("many-dbs/anon-growth", fmt.Sprintf("daemon anonymous RSS after that, minus on the fresh mount before the ls (%d databases)", n), "MiB", false, false)
 	vals := runValues{}
 	record := func(f *Figure, t *target, i, runs int, v float64, err error) error {
-		if err != nil {
-			return b.tolerate(f, t, i, err)
-		}
-		vals.record(f, t, i, runs, v)
-		return nil
+		return b.result(vals, f, t, i, runs, v, err)
 	}
 	for _, t := range b.targets {
 		if _, err := t.up(ctx, "many setup"); err != nil {

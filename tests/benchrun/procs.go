@@ -266,16 +266,22 @@ func sampleRSS(r *rssPeaks, pid int, done <-chan struct{}) {
 	}
 }
 
-// anonRSS returns the running daemon's RssAnon now, in KiB.
-func (m *mountProc) anonRSS() (int64, error) {
+// status returns the running daemon's /proc/PID/status.
+func (m *mountProc) status() (string, error) {
 	if m.cmd == nil {
-		return 0, errors.New("mount not running")
+		return "", errors.New("mount not running")
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
+	return string(b), err
+}
+
+// anonRSS returns the running daemon's RssAnon now, in KiB.
+func (m *mountProc) anonRSS() (int64, error) {
+	s, err := m.status()
 	if err != nil {
 		return 0, err
 	}
-	return statusKiB(string(b), "RssAnon:")
+	return statusKiB(s, "RssAnon:")
 }
 
 // peaks samples the running daemon once more and returns the largest
@@ -363,14 +369,11 @@ func (m *mountProc) start(ctx context.Context) (time.Duration, error) {
 
 // peakRSS returns the VmHWM of the running mount process, in KiB.
 func (m *mountProc) peakRSS() (int64, error) {
-	if m.cmd == nil {
-		return 0, errors.New("mount not running")
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid))
+	s, err := m.status()
 	if err != nil {
 		return 0, err
 	}
-	return parseVmHWM(string(b))
+	return parseVmHWM(s)
 }
 
 // stop asks the daemon to unmount (SIGTERM) and waits up to 40 s; then it

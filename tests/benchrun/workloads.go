@@ -265,18 +265,12 @@ func concurrentWriters(ctx context.Context, dir string, writers, n, run int) (fl
 	if _, err := cli(ctx, path, createT); err != nil {
 		return 0, err
 	}
-	errs := make([]error, writers)
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for w := range writers {
-		wg.Go(func() { _, errs[w] = cli(ctx, path, insertScript("DELETE", n, w)) })
-	}
-	wg.Wait()
-	el := time.Since(t0)
-	for _, err := range errs {
-		if err != nil {
-			return 0, err
-		}
+	el, err := inParallel(writers, func(w int) error {
+		_, err := cli(ctx, path, insertScript("DELETE", n, w))
+		return err
+	})
+	if err != nil {
+		return 0, err
 	}
 	if err := expectCount(ctx, path, writers*n); err != nil {
 		return 0, err
@@ -295,19 +289,15 @@ func writersOwnDBs(ctx context.Context, dir string, writers, n, run int) (float6
 			return 0, err
 		}
 	}
-	errs := make([]error, writers)
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for w := range writers {
-		wg.Go(func() { _, errs[w] = cli(ctx, paths[w], insertScript("DELETE", n, w)) })
+	el, err := inParallel(writers, func(w int) error {
+		_, err := cli(ctx, paths[w], insertScript("DELETE", n, w))
+		return err
+	})
+	if err != nil {
+		return 0, err
 	}
-	wg.Wait()
-	el := time.Since(t0)
-	for w, err := range errs {
-		if err != nil {
-			return 0, err
-		}
-		if err := expectCount(ctx, paths[w], n); err != nil {
+	for _, path := range paths {
+		if err := expectCount(ctx, path, n); err != nil {
 			return 0, err
 		}
 	}
@@ -327,48 +317,35 @@ func createMany(ctx context.Context, dir string, count int) (float64, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
 		return 0, err
 	}
-	next := make(chan int)
-	errs := make(chan error, 8)
+	const workers = 8
+	el, err := inParallel(workers, func(w int) error {
+		for i := w; i < count; i += workers {
+			path := filepath.Join(dir, manyName(i))
+			db, err := openDB(path, "")
+			if err == nil {
+				_, err = db.ExecContext(ctx, "begin; create table t(id integer primary key, v text); insert into t(v) values('database "+strconv.Itoa(i)+"'); commit;")
+				db.Close()
+			}
+			if err != nil {
+				return fmt.Errorf("create %s: %w", path, err)
+			}
+		}
+		return nil
+	})
+	return el.Seconds(), err
+}
+
+// inParallel runs fn(0) … fn(n-1) at once and returns how long they took
+// together and their errors.
+func inParallel(n int, fn func(i int) error) (time.Duration, error) {
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	t0 := time.Now()
-	for range 8 {
-		wg.Go(func() {
-			for i := range next {
-				path := filepath.Join(dir, manyName(i))
-				db, err := openDB(path, "")
-				if err == nil {
-					_, err = db.ExecContext(ctx, "begin; create table t(id integer primary key, v text); insert into t(v) values('database "+strconv.Itoa(i)+"'); commit;")
-					db.Close()
-				}
-				if err != nil {
-					errs <- fmt.Errorf("create %s: %w", path, err)
-					return
-				}
-			}
-		})
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
 	}
-	var err error
-feed:
-	for i := range count {
-		select {
-		case next <- i:
-		case err = <-errs:
-			break feed
-		case <-ctx.Done():
-			err = ctx.Err()
-			break feed
-		}
-	}
-	close(next)
 	wg.Wait()
-	el := time.Since(t0)
-	if err == nil {
-		select {
-		case err = <-errs:
-		default:
-		}
-	}
-	return el.Seconds(), err
+	return time.Since(t0), errors.Join(errs...)
 }
 
 // listMany lists dir (ls -f: no sort, no stat, as a program that reads the
@@ -609,26 +586,19 @@ func rawFencedTxns(ctx context.Context, eps []string, clients, n, valueBytes, ru
 		}
 		revs[c] = res.Revision
 	}
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for c := range clients {
-		wg.Go(func() {
-			for i := range n {
-				res, err := r.s.Txn(ctx,
-					[]etcdstore.Cmp{r.fenceCmp, etcdstore.CmpModRevision(heads[c], revs[c])},
-					[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%d/%016x", r.pfx, c, i), value), etcdstore.OpPut(heads[c], []byte(strconv.Itoa(i)))})
-				if err != nil {
-					errs[c] = fmt.Errorf("raw txn %d of client %d: %w", i, c, err)
-					return
-				}
-				revs[c] = res.Revision
+	el, err := inParallel(clients, func(c int) error {
+		for i := range n {
+			res, err := r.s.Txn(ctx,
+				[]etcdstore.Cmp{r.fenceCmp, etcdstore.CmpModRevision(heads[c], revs[c])},
+				[]etcdstore.Op{etcdstore.OpPut(fmt.Sprintf("%sdelta/%d/%016x", r.pfx, c, i), value), etcdstore.OpPut(heads[c], []byte(strconv.Itoa(i)))})
+			if err != nil {
+				return fmt.Errorf("raw txn %d of client %d: %w", i, c, err)
 			}
-		})
-	}
-	wg.Wait()
-	el := time.Since(t0)
-	if err := errors.Join(errs...); err != nil {
+			revs[c] = res.Revision
+		}
+		return nil
+	})
+	if err != nil {
 		r.close(ctx)
 		return 0, err
 	}
