@@ -52,9 +52,12 @@ type CompactResult struct {
 // row updates a page is in both, with the same content; pinned readers read
 // old versions at their revision. Every write is fenced; a pass whose lease
 // is lost lands nothing more (ErrFenced), and an interrupted pass leaves
-// only an unreferenced shard version, which the next pass deletes.
+// only an unreferenced shard version, which the next pass deletes. Passes
+// on one Database run one after the other.
 func (db *Database) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
 	var res CompactResult
+	db.compactMu.Lock()
+	defer db.compactMu.Unlock()
 	db.mu.Lock()
 	f := db.fence
 	v := db.viewLocked()

@@ -23,6 +23,12 @@ type Database struct {
 	// quotas and metric labels; its id until set.
 	path atomic.Pointer[string]
 
+	// compactMu runs one compaction pass at a time: a second pass on the
+	// same host (the worker's beside one before a lease release) would
+	// delete the first one's staged shard as an orphan just before the
+	// first flips its state to it.
+	compactMu sync.Mutex
+
 	mu       sync.Mutex
 	head     Head
 	headRev  int64 // mod revision of the head key
