@@ -3,7 +3,9 @@
 #
 #   make run               build kvfs and mount it at $(MOUNTPOINT) with the embedded etcd on ./data
 #   make test              lint, unit + embedded etcd + separate etcd process tests, -race on core packages
-#   make test-integration  3-member etcd cluster and many-trial tests
+#   make test-integration  3-member etcd cluster, fault suite and many-trial tests
+#   make soak              the fault suite's etcd faults in a random schedule for SOAK (default 30m),
+#                          on a 3-member cluster; summary table in soak-results/ (not in CI)
 #   make bench             side-by-side benchmarks (native SQLite, LiteFS, kvfs on embedded/separate/3-member
 #                          etcd, raw etcd); writes bench-results/bench-DATE[-quick].{json,md}; BENCH_QUICK=1:
 #                          about 5 min. Builds LiteFS into bin/litefs with go install when it is missing.
@@ -29,7 +31,7 @@ STATICCHECK_VERSION := v0.8.2
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 export KVFS_ETCD_BIN := $(BIN)/etcd-server
 
-.PHONY: all build run deps test test-unit test-race test-integration bench bench-go test-sqlite lint sweep clean install
+.PHONY: all build run deps test test-unit test-race test-integration soak bench bench-go test-sqlite lint sweep clean install
 
 all: build
 
@@ -77,6 +79,11 @@ test-race: $(BIN)/etcd-server
 test-integration: deps sweep $(BIN)/etcd-server
 	KVFS_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -run 'Cluster|Integration|TestSustainedLoad' -v ./... 2>&1 | \
 		grep -E $(TEST_FILTER); exit $${PIPESTATUS[0]}
+
+SOAK ?= 30m
+soak: deps sweep $(BIN)/etcd-server
+	KVFS_SOAK=$(SOAK) $(GO) test -count=1 -timeout 24h -run '^TestSoak$$' -v ./tests 2>&1 | \
+		grep -E $(TEST_FILTER)'|fault|soak|lost|^ *\|'; exit $${PIPESTATUS[0]}
 
 bench: deps sweep build
 	BENCH_QUICK=$(BENCH_QUICK) $(GO) run ./tests/benchrun -kvfs $(BIN)/kvfs -etcd $(BIN)/etcd-server -litefs $(BIN)/litefs -out bench-results

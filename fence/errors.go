@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kvfs/kvfs/etcdstore"
 )
 
 // Errors returned by this package. Match them with errors.Is; the typed
@@ -41,8 +43,9 @@ type HeldError struct {
 	Owner      string // the holder's Options.Owner
 	Generation uint64 // the holder's generation
 
-	revision int64 // store revision at which the fence was seen held
-	fenceRev int64 // the fence key's mod revision then
+	revision int64             // store revision at which the fence was seen held
+	fenceRev int64             // the fence key's mod revision then
+	lease    etcdstore.LeaseID // the holder's lease
 }
 
 func (e *HeldError) Error() string {

@@ -263,7 +263,16 @@ func (m *Manager) acquire(ctx context.Context, db string) (*Lease, error) {
 
 	// A held fence is the common refusal; learn it without granting a lease.
 	if kv, rev, err := m.store.Get(ctx, fenceKey, 0); err == nil {
-		return nil, heldError(db, kv, rev)
+		held := heldError(db, kv, rev)
+		if !m.staleOwn(held) {
+			return nil, held
+		}
+		// Revoking the lease deletes the fence key; the compare below
+		// then finds it absent (or a racing host's, which wins).
+		if err := m.store.Revoke(ctx, held.lease); err != nil && !errors.Is(err, etcdstore.ErrLeaseNotFound) {
+			return nil, fmt.Errorf("acquire %q: revoke this owner's stale lease %x: %w", db, held.lease, err)
+		}
+		m.log.Info("fence: revoked this owner's stale lease", "db", db, "generation", held.Generation, "lease", fmt.Sprintf("%x", held.lease))
 	} else if !errors.Is(err, etcdstore.ErrNotFound) {
 		return nil, fmt.Errorf("acquire %q: %w", db, err)
 	}
@@ -361,7 +370,26 @@ func heldError(db string, kv *etcdstore.KeyValue, rev int64) *HeldError {
 	var rec fenceRecord
 	// A value that does not parse still means held; report what we can.
 	_ = json.Unmarshal(kv.Value, &rec)
-	return &HeldError{DB: db, Owner: rec.Owner, Generation: rec.Generation, revision: rev, fenceRev: kv.ModRevision}
+	return &HeldError{DB: db, Owner: rec.Owner, Generation: rec.Generation, revision: rev, fenceRev: kv.ModRevision, lease: rec.Lease}
+}
+
+// staleOwn reports whether a held fence is this owner's and on none of its
+// live leases: a lease this Manager lost (its keep-alives failed while etcd
+// had no quorum, say), which etcd has not expired yet, or one of an earlier
+// process under the same owner name. Nobody writes under it, so it may be
+// revoked rather than waited for.
+func (m *Manager) staleOwn(h *HeldError) bool {
+	if h.Owner != m.opts.Owner || h.lease == 0 {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for l := range m.leases {
+		if l.rec.Lease == h.lease {
+			return false
+		}
+	}
+	return true
 }
 
 // revoke revokes lease id, best effort, after a failed acquisition; if it

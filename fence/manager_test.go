@@ -431,3 +431,46 @@ func TestChurnGenerations(t *testing.T) {
 		t.Fatalf("generation key: %v %v, want %d", kv, err, n*each)
 	}
 }
+
+// TestStaleOwnLeaseRevoked: a lease this host lost while etcd still holds
+// it (keep-alives failed, as without a quorum) is revoked by the host's
+// next acquisition instead of waited for until etcd expires it; another
+// host still finds the fence held, and the lost lease's writes stay
+// fenced.
+func TestStaleOwnLeaseRevoked(t *testing.T) {
+	cfg := startEmbedded(t)
+	clock := newFakeClock()
+	ttl := 30 * time.Second // etcd keeps the lost lease for the whole test
+	a := newManager(t, cfg, "host-a", Options{TTL: ttl, Clock: clock})
+	b := newManager(t, cfg, "host-b", Options{TTL: ttl})
+	l := mustAcquire(t, a, "db")
+	stale, err := l.Cmps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.pauseKeepAlive()
+	clock.waitTimers(t, 2)
+	clock.Advance(l.Deadline().Sub(clock.Now()))
+	waitDone(t, l, 5*time.Second)
+	if _, err := a.store.TimeToLive(ctxT(t), l.ID()); err != nil {
+		t.Fatalf("etcd lease: %v (want still alive)", err)
+	}
+	_, err = b.Acquire(ctxT(t), "db")
+	wantHeld(t, err, "host-a", 1)
+
+	l2, err := a.Acquire(ctxT(t), "db")
+	if err != nil {
+		t.Fatalf("host A's acquisition over its own lost lease: %v", err)
+	}
+	defer mustRelease(t, l2)
+	if l2.Generation() != 2 {
+		t.Fatalf("generation %d, want 2", l2.Generation())
+	}
+	if _, err := a.store.TimeToLive(ctxT(t), l.ID()); !errors.Is(err, etcdstore.ErrLeaseNotFound) {
+		t.Fatalf("the lost lease after the new acquisition: %v, want revoked", err)
+	}
+	// A write under the lost lease's compares lands nothing.
+	if _, err := a.store.Txn(ctxT(t), stale, []etcdstore.Op{etcdstore.OpPut("/x", []byte("stale"))}); !errors.Is(err, etcdstore.ErrCompareFailed) {
+		t.Fatalf("write under the lost lease: %v, want a failed compare", err)
+	}
+}

@@ -71,11 +71,17 @@ type dirAttrs struct {
 // get returns directory id's attributes, refreshed when older than maxAge;
 // when etcd cannot answer, the last known ones (an error only when none
 // is known).
-func (c *dirAttrs) get(ctx context.Context, p *pager.Pager, id string, maxAge time.Duration) (pager.Attrs, error) {
+func (c *dirAttrs) get(ctx context.Context, fsys *FS, id string, maxAge time.Duration) (pager.Attrs, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.read.IsZero() || time.Since(c.read) > maxAge {
-		a, err := p.DirAttrs(ctx, id)
+		actx, cancel := ctx, func() {}
+		if !c.read.IsZero() {
+			actx, cancel = fsys.metaCtx(ctx)
+		}
+		a, err := fsys.opts.Pager.DirAttrs(actx, id)
+		cancel()
+		fsys.noteMeta(err)
 		if err != nil && c.read.IsZero() {
 			return pager.Attrs{}, err
 		}
@@ -102,7 +108,7 @@ func (c *dirAttrs) set(a pager.Attrs) {
 func (n *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) (errno syscall.Errno) {
 	defer n.fsys.recoverErrno("getattr", &errno)
 	ctx = uninterruptible(ctx)
-	a, err := n.attrs.get(ctx, n.fsys.opts.Pager, n.id, n.fsys.opts.AttrTimeout)
+	a, err := n.attrs.get(ctx, n.fsys, n.id, n.fsys.opts.AttrTimeout)
 	if err != nil {
 		return n.fsys.errno("getattr", n.id, err)
 	}
@@ -131,7 +137,7 @@ func (n *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAt
 	fsys := n.fsys
 	defer fsys.recoverErrno("setattr", &errno)
 	ctx = uninterruptible(ctx)
-	cur, err := n.attrs.get(ctx, fsys.opts.Pager, n.id, fsys.opts.AttrTimeout)
+	cur, err := n.attrs.get(ctx, fsys, n.id, fsys.opts.AttrTimeout)
 	if err != nil {
 		return fsys.errno("setattr", n.id, err)
 	}

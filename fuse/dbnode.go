@@ -1,6 +1,7 @@
 package fuse
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -51,6 +52,11 @@ type dbNode struct {
 	txLocked    bool      // the open transaction's writer held a SQLite lock
 	txNonce     uint32    // the journal header's nonce when the open transaction began
 	lastWrite   time.Time // of this host's last write activity
+	// restorePending: a commit failed, so SQLite will roll its hot journal
+	// back, writing the committed pages over themselves. Those writes need
+	// no transaction (and so no etcd: they also work while etcd has no
+	// quorum, and readers waiting on the rollback read on).
+	restorePending bool
 
 	// WAL mode (walnode.go): while the database has a -wal on this host,
 	// the file reads as ovl; walTXID is the commit ovl must equal once
@@ -284,6 +290,12 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 			return 0, d.fsys.errno("write", d.name, err)
 		}
 	}
+	if d.tx == nil && d.restorePending {
+		if d.rewritesCommittedLocked(ctx, data, off) {
+			return uint32(len(data)), 0
+		}
+		d.restorePending = false
+	}
 	begins := d.tx == nil
 	tx, err := d.ensureTxLocked(ctx)
 	if err != nil {
@@ -314,6 +326,29 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 		return uint32(n), d.fsys.errno("write", d.name, err)
 	}
 	return uint32(n), 0
+}
+
+// rewritesCommittedLocked reports whether writing data at off leaves the
+// database as committed: whole pages, each the same as this host's read
+// view of it. Any doubt (a read that fails) is a no.
+func (d *dbNode) rewritesCommittedLocked(ctx context.Context, data []byte, off int64) bool {
+	head := d.db.Head()
+	ps := int64(head.PageSize)
+	if ps == 0 || off%ps != 0 || int64(len(data))%ps != 0 || off+int64(len(data)) > head.Size() {
+		return false
+	}
+	view := d.view
+	if view == nil {
+		snap, err := d.db.Snapshot(ctx)
+		if err != nil {
+			return false
+		}
+		defer snap.Close()
+		view = snap
+	}
+	buf := make([]byte, len(data))
+	n, err := view.ReadAt(ctx, buf, off)
+	return err == nil && n == len(data) && bytes.Equal(buf, data)
 }
 
 // checkpointTargetLocked returns the overlay a write of the database file
@@ -406,10 +441,24 @@ func (d *dbNode) watchLease(l *fence.Lease) {
 	case <-l.Done():
 		d.mu.Lock()
 		if d.lease == l && d.tx == nil {
-			d.dropLeaseLocked(context.Background())
+			d.dropLostLeaseLocked()
 		}
 		d.mu.Unlock()
 	}
+}
+
+// dropLostLeaseLocked forgets a lease that ended by itself (expired,
+// fenced). Its revocation is only tidying (the lease is gone or about to
+// be) and goes on in the background: with etcd unreachable it would hold
+// d.mu, and every read of the database, for a request timeout.
+func (d *dbNode) dropLostLeaseLocked() {
+	l := d.lease
+	if l == nil {
+		return
+	}
+	d.db.Release()
+	d.lease = nil
+	go l.Release(context.Background())
 }
 
 // dropLeaseLocked stops writing and releases the lease.
@@ -478,6 +527,7 @@ func (d *dbNode) afterCommitLocked(ctx context.Context, why string, err error) e
 		// The kernel's cache holds what was written: it reflects the commit.
 		d.cachedTXID = d.db.Head().TXID
 	}
+	d.restorePending = err != nil
 	return d.committedLocked(ctx, why, err)
 }
 

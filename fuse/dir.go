@@ -118,7 +118,13 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 	if etcdstore.ValidateName(name) != nil {
 		return nil, syscall.ENOENT
 	}
-	e, _, err := fsys.opts.Pager.Lookup(ctx, n.id, name)
+	lctx, cancel := ctx, func() {}
+	if n.known(name) != nil {
+		lctx, cancel = fsys.metaCtx(ctx)
+	}
+	e, _, err := fsys.opts.Pager.Lookup(lctx, n.id, name)
+	cancel()
+	fsys.noteMeta(err)
 	if err != nil && !errors.Is(err, pager.ErrNotFound) {
 		// etcd cannot answer: what this host has open there stays
 		// reachable (its committed pages are cached; writes fail).
@@ -145,7 +151,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 	}
 	if e.Dir {
 		child := n.dirChild(ctx, name, e.ID)
-		a, err := child.attrs.get(ctx, fsys.opts.Pager, child.id, fsys.opts.AttrTimeout)
+		a, err := child.attrs.get(ctx, fsys, child.id, fsys.opts.AttrTimeout)
 		if err != nil {
 			return nil, fsys.errno("lookup", name, err)
 		}
@@ -557,7 +563,7 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *gofu
 		return nil, fsys.errno("mkdir", name, err)
 	}
 	child := n.dirChild(ctx, name, e.ID)
-	got, _ := child.attrs.get(ctx, fsys.opts.Pager, e.ID, fsys.opts.AttrTimeout)
+	got, _ := child.attrs.get(ctx, fsys, e.ID, fsys.opts.AttrTimeout)
 	fillDirAttrs(&out.Attr, got)
 	return child.EmbeddedInode(), 0
 }

@@ -106,6 +106,10 @@ type FS struct {
 	// in a super-journal.
 	mntPaths []string
 
+	// unreachable is when a metadata read last found etcd unreachable
+	// (UnixNano; 0 once etcd answered again): see metaCtx.
+	unreachable atomic.Int64
+
 	mu     sync.Mutex
 	dirs   map[string]*dirNode  // the directories looked up, by id
 	dbs    map[string]*dbNode   // by id

@@ -260,12 +260,17 @@ func (d *dbNode) ensureLeaseLocked(ctx context.Context, wait time.Duration) erro
 	if d.lease != nil {
 		select {
 		case <-d.lease.Done():
-			d.dropLeaseLocked(ctx)
+			d.dropLostLeaseLocked()
 		default:
 			return nil
 		}
 	}
-	lease, err := d.fsys.opts.Fence.AcquireWithHandoff(ctx, d.name, wait)
+	// While etcd was just found unreachable, a probe: the caller holds
+	// d.mu, and so keeps every read of the database waiting.
+	actx, cancel := d.fsys.metaCtx(ctx)
+	lease, err := d.fsys.opts.Fence.AcquireWithHandoff(actx, d.name, wait)
+	cancel()
+	d.fsys.noteMeta(err)
 	if err != nil {
 		return err
 	}

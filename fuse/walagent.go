@@ -54,7 +54,13 @@ func (a *lockAgent) syncSHM(s *sideNode) {
 	}
 	f, err := a.d.fsys.openOwn(filepath.Join(a.d.fsys.mnt, s.path()), s.StableAttr().Ino)
 	if err != nil {
-		a.d.fsys.log.Warn("lock agent: open -shm", "db", a.d.name, "err", err)
+		if renamedAway(err) {
+			// SQLite deleted (or renamed) it meanwhile, as at its last
+			// close; the agent's next look opens the next one.
+			a.d.fsys.log.Debug("lock agent: -shm gone before it opened", "db", a.d.name, "err", err)
+		} else {
+			a.d.fsys.log.Warn("lock agent: open -shm", "db", a.d.name, "err", err)
+		}
 		return
 	}
 	a.shm, a.shmNode = f, s

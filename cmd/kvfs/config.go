@@ -145,7 +145,10 @@ type EtcdConfig struct {
 	// DialTimeout bounds the check that etcd answers at start.
 	DialTimeout Duration `yaml:"dial_timeout"`
 	// RequestTimeout bounds every etcd request; an operation that gets no
-	// answer in time fails with EIO.
+	// answer in time fails with EIO. A commit whose answer was lost gets
+	// one more RequestTimeout to learn whether it landed; if etcd still
+	// cannot say (no quorum), the commit fails with EIO and kvfs logs that
+	// its outcome is unknown: it may yet land once etcd has a quorum again.
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// QuotaBackendBytes is etcd's --quota-backend-bytes: the embedded server
 	// raises NOSPACE at this size, and `kvfs status` reports headroom

@@ -216,6 +216,11 @@ func (s *session) pagerOptions() pager.Options {
 		Logger:          s.log,
 		History:         time.Duration(s.cfg.History.Retention),
 		HistoryMaxBytes: int64(s.cfg.History.MaxBytes),
+		// A commit whose answer etcd lost is resolved within one more
+		// request timeout: a writer never waits past twice the timeout,
+		// also without a quorum (then the commit fails, its outcome
+		// unknown, and kvfs logs it).
+		ResolveTimeout: time.Duration(s.cfg.Etcd.RequestTimeout),
 	}
 }
 
