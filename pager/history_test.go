@@ -408,3 +408,92 @@ func TestHistoryLimits(t *testing.T) {
 		t.Fatalf("txid 2 after expiry: %v", err)
 	}
 }
+
+// TestExpiryHealsMissingKeptVersion: a compaction state that keeps a
+// shard version for history which etcd no longer stores (an expiry before
+// putStateFirst deleted it, then stopped before writing its state; the
+// soak found one) must not stop history expiry for good: the next expiry
+// forgets the version and goes on. Before, every pass failed with
+// "expire history: size of shard 0 at txid 111: key not found".
+func TestExpiryHealsMissingKeptVersion(t *testing.T) {
+	ctx := ctxT(t)
+	clock := newTestClock()
+	e := newEnv(t, Options{})
+	p := e.pager(Options{History: time.Minute, HistoryEpoch: 10 * time.Second, Now: clock.Now})
+	if err := p.Create(ctx, "x.db"); err != nil {
+		t.Fatal(err)
+	}
+	db, err := p.Open(ctx, "x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Acquire(ctx, e.fence("x.db", 1)); err != nil {
+		t.Fatal(err)
+	}
+	const ps, pages = 1024, 6
+	for round := byte(1); round <= 4; round++ {
+		tx, err := db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.WritePage(ctx, 1, sqlitePage1(ps, round))
+		for pg := uint32(2); pg <= pages; pg++ {
+			tx.WritePage(ctx, pg, pageOf(ps, pg, round))
+		}
+		if _, err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Compact(ctx, CompactOptions{ShardPages: 1}); err != nil {
+			t.Fatal(err)
+		}
+		clock.advance(11 * time.Second)
+	}
+	before, err := ReadInfo(ctx, e.store, e.keys, "x.db")
+	if err != nil || len(before.KeptShards[2]) == 0 {
+		t.Fatalf("shard 2 keeps no version for history (%v, %v): nothing to lose", before.KeptShards, err)
+	}
+	gone := before.KeptShards[2][0]
+	if _, err := e.store.Txn(ctx, nil, []etcdstore.Op{etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(e.keys.ShardVersion("x.db", 2, gone)))}); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(2 * time.Minute)
+	// The next writer (its caches empty) expires the history.
+	db.Close()
+	db, err = e.pager(Options{History: time.Minute, HistoryEpoch: 10 * time.Second, Now: clock.Now}).Open(ctx, "x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Acquire(ctx, e.fence("x.db", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Compact(ctx, CompactOptions{}); err != nil {
+		t.Fatalf("the expiry over a missing kept version: %v", err)
+	}
+	after, err := ReadInfo(ctx, e.store, e.keys, "x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.HistoryFrom <= before.HistoryFrom {
+		t.Fatalf("history not expired: from txid %d, before %d", after.HistoryFrom, before.HistoryFrom)
+	}
+	for n, txids := range after.KeptShards {
+		for _, txid := range txids {
+			if c, err := e.store.Count(ctx, etcdstore.ChunkPrefix(e.keys.ShardVersion("x.db", n, txid)), 0); err != nil || c == 0 {
+				t.Errorf("shard %d version %d: kept by the state, %d chunks stored (%v)", n, txid, c, err)
+			}
+		}
+	}
+	s, err := db.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	buf := make([]byte, ps)
+	for pg := uint32(2); pg <= pages; pg++ {
+		if err := s.ReadPage(ctx, pg, buf); err != nil || !bytes.Equal(buf, pageOf(ps, pg, 4)) {
+			t.Fatalf("page %d: %v", pg, err)
+		}
+	}
+}
