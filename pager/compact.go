@@ -158,7 +158,9 @@ func (c *compactor) txn(ctx context.Context, ops []etcdstore.Op, putState bool) 
 	key := c.db.p.keys.Compaction(c.db.name)
 	cmps = append(cmps[:len(cmps):len(cmps)], etcdstore.CmpModRevision(key, c.compRev))
 	if putState {
-		ops = append(ops, etcdstore.OpPut(key, c.comp.marshal()))
+		// A fresh array: ops may be a batch of a larger slice, whose next
+		// batch follows it in memory.
+		ops = append(ops[:len(ops):len(ops)], etcdstore.OpPut(key, c.comp.marshal()))
 	}
 	res, err := c.db.p.store.Txn(ctx, cmps, ops)
 	if err != nil {

@@ -497,3 +497,4 @@ func TestExpiryHealsMissingKeptVersion(t *testing.T) {
 		}
 	}
 }
+
