@@ -497,4 +497,3 @@ func TestExpiryHealsMissingKeptVersion(t *testing.T) {
 		}
 	}
 }
-
