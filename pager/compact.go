@@ -206,34 +206,6 @@ func (c *compactor) putState(ctx context.Context, ops []etcdstore.Op) error {
 	return nil
 }
 
-// putStateFirst writes the pass's state with ops that only delete what
-// that state no longer references (history expiry): the state goes with
-// the first transaction, so a pass that stops part-way leaves keys nothing
-// references (the next pass deletes them), never a state that names keys
-// already deleted.
-func (c *compactor) putStateFirst(ctx context.Context, ops []etcdstore.Op) error {
-	limits := c.db.p.store.Limits()
-	stateOp := etcdstore.OpPut(c.db.p.keys.Compaction(c.db.name), c.comp.marshal())
-	batches, err := limits.Batches(nil, append([]etcdstore.Op{stateOp}, ops...))
-	if err != nil {
-		return err
-	}
-	for i, b := range batches {
-		if i == 0 {
-			b = b[1:] // txn appends the state itself
-		}
-		rev, err := c.txn(ctx, b, i == 0)
-		if err != nil {
-			return err
-		}
-		c.lastRev = rev
-		if i == 0 {
-			c.published(rev) // the state stands even if a later batch fails
-		}
-	}
-	return nil
-}
-
 // published makes this host's state reflect what the pass wrote.
 func (c *compactor) published(rev int64) {
 	db := c.db

@@ -137,8 +137,9 @@ func (c *compactor) expire(ctx context.Context, head Head, over bool) error {
 			}
 			size, err := db.blobSize(ctx, blobKey{inc: c.v.inc, txid: t, shard: true, n: n}, c.v.rev)
 			if errors.Is(err, etcdstore.ErrNotFound) {
-				// An expiry before this fix deleted it, then stopped before
-				// its state: forget it (its bytes are gone from etcd too).
+				// An expiry deleted it, then stopped before its state (the
+				// state goes with its last transaction): forget it, its
+				// bytes are gone from etcd too.
 				db.p.log.Warn("history: a kept shard version is missing; dropping it from the state", "db", db.Path(), "shard", n, "txid", t)
 				size, err = 0, nil
 			}
@@ -205,12 +206,6 @@ func (c *compactor) expire(ctx context.Context, head Head, over bool) error {
 	}
 	c.v.idx.mu.RUnlock()
 	for _, t := range gone {
-		if t <= c.comp.HistoryFrom {
-			// Left by an expiry that stopped after its state: its bytes
-			// left HistoryBytes then.
-			ops = append(ops, etcdstore.OpDeletePrefix(etcdstore.ChunkPrefix(keys.Delta(db.name, t))))
-			continue
-		}
 		size, ok := deltaBytes[t]
 		if !ok {
 			if size, err = db.blobSize(ctx, blobKey{inc: c.v.inc, txid: t}, c.v.rev); err != nil {
@@ -236,7 +231,7 @@ func (c *compactor) expire(ctx context.Context, head Head, over bool) error {
 	c.comp.HistoryBytes = max(c.comp.HistoryBytes, 0)
 	c.comp.FreedBytes += logBytes
 	c.res.BytesFreed += logBytes
-	if err := c.putStateFirst(ctx, ops); err != nil {
+	if err := c.putState(ctx, ops); err != nil {
 		return err
 	}
 	c.published(c.lastRev)

@@ -410,9 +410,10 @@ func TestHistoryLimits(t *testing.T) {
 }
 
 // TestExpiryHealsMissingKeptVersion: a compaction state that keeps a
-// shard version for history which etcd no longer stores (an expiry before
-// putStateFirst deleted it, then stopped before writing its state; the
-// soak found one) must not stop history expiry for good: the next expiry
+// shard version for history which etcd no longer stores (an expiry whose
+// deletions took several transactions deleted it, then stopped before its
+// last, which carries the state; the soak found one) must not stop
+// history expiry for good: the next expiry
 // forgets the version and goes on. Before, every pass failed with
 // "expire history: size of shard 0 at txid 111: key not found".
 func TestExpiryHealsMissingKeptVersion(t *testing.T) {
