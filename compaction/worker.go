@@ -42,6 +42,10 @@ type Options struct {
 	// Defrag defragments etcd members when DefragMinBytes are reclaimable.
 	Defrag         bool
 	DefragMinBytes int64
+	// QuotaBackendBytes is etcd's --quota-backend-bytes, for the NOSPACE
+	// recovery (nospace.go); 0: the backend size at which etcd raised the
+	// alarm stands for it.
+	QuotaBackendBytes int64
 	// Metrics records Prometheus metrics; nil records none.
 	Metrics *Metrics
 	// Logger receives pass results and failures; nil discards them.
@@ -97,6 +101,7 @@ type Worker struct {
 	compacted int64    // etcd history compacted up to this revision
 	// saveFailed is set while writing the samples to SamplesKey fails.
 	saveFailed bool
+	nospace    noSpaceState // etcd's NOSPACE alarm, as last seen
 }
 
 type sample struct {
@@ -138,6 +143,23 @@ func (w *Worker) Run(ctx context.Context) {
 					return
 				case <-t.C:
 					w.history(ctx)
+				}
+			}
+		}()
+		// NOSPACE recovery (nospace.go) looks more often than the history
+		// pass runs, and on its own goroutine: a defragmentation takes a
+		// while, and commits wait for the alarm to go.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(max(w.opts.Interval, noSpaceInterval))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					w.recoverNoSpace(ctx)
 				}
 			}
 		}()
@@ -200,6 +222,8 @@ func (w *Worker) CompactNow(ctx context.Context, db *pager.Database) (pager.Comp
 			"deltas_deleted", res.DeltasDeleted, "freed", res.BytesFreed, "took", time.Since(start).Round(time.Millisecond))
 	case errors.Is(err, pager.ErrReadOnly), errors.Is(err, pager.ErrFenced):
 		// The lease moved on; its new holder compacts.
+	case isNoSpace(err):
+		w.foldNoSpace(db.Path(), err)
 	case err != nil:
 		w.opts.Logger.Warn("compaction failed", "db", db.Path(), "err", err)
 	}

@@ -352,8 +352,9 @@ func (c Config) compactionOptions(embedded bool) compaction.Options {
 	cc := c.Compaction
 	return compaction.Options{
 		MaxDeltas: int(cc.MaxDeltas), MaxDeltaBytes: int64(cc.MaxDeltaBytes), IdleAfter: time.Duration(cc.IdleAfter), ShardPages: uint32(cc.ShardPages),
-		HistoryRetention: time.Duration(cc.HistoryRetention),
-		Defrag:           cc.Defrag == "always" || (cc.Defrag == "auto" && embedded),
+		HistoryRetention:  time.Duration(cc.HistoryRetention),
+		Defrag:            cc.Defrag == "always" || (cc.Defrag == "auto" && embedded),
+		QuotaBackendBytes: int64(c.Etcd.QuotaBackendBytes),
 	}
 }
 

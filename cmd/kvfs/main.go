@@ -34,7 +34,7 @@ func commands() []command {
 	cmds := []command{
 		versionCommand(), etcdCommand(), mountCommand(), lsCommand(), statusCommand(),
 		importCommand(), exportCommand(), verifyCommand(), rmCommand(), compactCommand(),
-		logCommand(), restoreCommand(), forkCommand(),
+		logCommand(), restoreCommand(), forkCommand(), reclaimCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
