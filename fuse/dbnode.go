@@ -323,6 +323,16 @@ func (d *dbNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off in
 		}
 	}
 	if err != nil {
+		if h != nil && !h.notSQLite && d.journalActive() {
+			// SQLite rolls its whole transaction back from its journal
+			// after a failed write: drop it now, with the spool it holds,
+			// so the rollback (committed pages over themselves) needs no
+			// room. (A writer without a journal keeps h.failed: its fsync
+			// or close fails.)
+			d.rollbackLocked()
+			d.restorePending = true
+			h.failed = nil
+		}
 		return uint32(n), d.fsys.errno("write", d.name, err)
 	}
 	return uint32(n), 0
@@ -523,6 +533,13 @@ func (d *dbNode) afterCommitLocked(ctx context.Context, why string, err error) e
 	}
 	if err != nil {
 		d.invalidate()
+		// The transaction is gone and the file reads as the last commit,
+		// maybe another host's, newer than the originals in the journal:
+		// nobody may roll the journal back over it (SQLite takes a journal
+		// whose header is zero for no hot journal).
+		if s := d.side("-journal"); s != nil && s.live() {
+			s.obsolete()
+		}
 	} else {
 		// The kernel's cache holds what was written: it reflects the commit.
 		d.cachedTXID = d.db.Head().TXID

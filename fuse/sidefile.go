@@ -206,17 +206,21 @@ func (s *sideNode) handle(flags uint32) (*sideHandle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if move && s.handles == 0 && s.f != nil {
+		// A journal that cannot move (the spool is full) stays in memory
+		// rather than failing the open: SQLite could not even read then.
 		f, err := s.fsys.newSideFile(false)
+		if err == nil {
+			if _, err = io.Copy(f, io.NewSectionReader(s.f, 0, s.sizeLocked())); err != nil {
+				f.Close()
+			}
+		}
 		if err != nil {
-			return nil, err
+			s.fsys.log.Warn("journal stays in memory: cannot move it to the spool", "db", s.dbName(), "err", err)
+		} else {
+			s.f.Close()
+			s.f, s.inMemory = f, false
+			s.fsys.log.Debug("journal moved out of memory", "db", s.dbName())
 		}
-		if _, err := io.Copy(f, io.NewSectionReader(s.f, 0, s.sizeLocked())); err != nil {
-			f.Close()
-			return nil, err
-		}
-		s.f.Close()
-		s.f, s.inMemory = f, false
-		s.fsys.log.Debug("journal moved out of memory", "db", s.dbName())
 	}
 	s.handles++
 	copier := flags&syscall.O_ACCMODE == syscall.O_WRONLY || flags&syscall.O_TRUNC != 0
@@ -513,6 +517,16 @@ func (s *sideNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) (er
 		}
 	}
 	return 0
+}
+
+// obsolete zeroes a live journal's header: its transaction will never
+// commit, and the database no longer reads as the state it would restore.
+func (s *sideNode) obsolete() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f != nil {
+		s.f.WriteAt(make([]byte, journalHeaderMin), 0)
+	}
 }
 
 // discard closes the spool file.

@@ -7,17 +7,24 @@ import (
 	"testing"
 )
 
-// journalFiles counts this process's open journal files by kind: memfds
-// (kept in memory) and unlinked files in spool (the mounts of these tests
-// serve from this process).
+// journalFiles counts this process's open journal files by kind (the
+// mounts of these tests serve from this process); see processJournals.
 func journalFiles(t *testing.T, spool string) (mem, disk int) {
+	return processJournals(t, "self", spool)
+}
+
+// processJournals counts the open journal files of process pid ("self",
+// or a number) by kind: memfds (kept in memory) and unlinked side files in
+// spool.
+func processJournals(t *testing.T, pid, spool string) (mem, disk int) {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	dir := filepath.Join("/proc", pid, "fd")
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
