@@ -19,7 +19,8 @@ import (
 // The fault suite's etcd faults, on a 3-member cluster of separate etcd
 // processes under a kvfs process (host A) and an in-process mount (host B).
 // Each runs the faultLoad writer and reader through A in rollback (delete)
-// and WAL mode, and checks every commit's outcome afterwards on A and on B.
+// and WAL mode, and checks every commit's outcome afterwards on A and on B,
+// and that no goroutine or mount is left behind.
 
 // faultRequestTimeout is the kvfs hosts' etcd request timeout in these
 // tests: a commit on a cluster without quorum fails within it.
@@ -30,6 +31,7 @@ type faultRig struct {
 	c      *etcdtest.Cluster
 	prefix string
 	a      *kvfsProc
+	leaks  *fcLeaks // no goroutine or mount left behind
 }
 
 func startFaultRig(t *testing.T) *faultRig {
@@ -38,16 +40,20 @@ func startFaultRig(t *testing.T) *faultRig {
 	if os.Getenv("KVFS_INTEGRATION") == "" {
 		t.Skip("integration tier: run with KVFS_INTEGRATION=1 (make test-integration)")
 	}
-	r := &faultRig{c: etcdtest.StartCluster(t, 3, etcdtest.Options{}), prefix: fmt.Sprintf("/fault-%d/", seq.Add(1))}
+	leaks := fcCheckLeaks(t) // first: its check runs after every other cleanup
+	r := &faultRig{c: etcdtest.StartCluster(t, 3, etcdtest.Options{}), prefix: fmt.Sprintf("/fault-%d/", seq.Add(1)), leaks: leaks}
 	r.a = startKVFS(t, procOpts{Endpoints: r.c.Endpoints(), Prefix: r.prefix,
 		Args: []string{"--etcd-request-timeout", faultRequestTimeout.String(), "--owner", "host-a"}})
+	leaks.watch(r.a.Dir)
 	return r
 }
 
 // hostB mounts the same prefix in this process, after the faults.
 func (r *faultRig) hostB(t *testing.T) *mount {
 	cfg := etcdstore.Config{Endpoints: r.c.Endpoints(), DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second}
-	return mountKVFS(t, mountOpts{Etcd: cfg, Prefix: r.prefix, Owner: "host-b"})
+	m := mountKVFS(t, mountOpts{Etcd: cfg, Prefix: r.prefix, Owner: "host-b"})
+	r.leaks.watch(m.Dir)
+	return m
 }
 
 // finish stops the loads and checks each on A and on B, runs kvfs
