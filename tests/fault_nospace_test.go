@@ -35,8 +35,8 @@ const nsQuota = 16 << 20
 // the same way. Then space is reclaimed, by the mount itself ("auto": its
 // compaction worker compacts history older than
 // compaction.history_retention, 10 s here, defragments and disarms) or by
-// `kvfs reclaim` (with the default retention, 10 min, under which the mount
-// cannot free anything in time), and writes resume through the same mount
+// `kvfs reclaim` (with the mount's etcd history compaction off, so that it
+// recovers nothing by itself), and writes resume through the same mount
 // without a remount; `kvfs verify` passes; the mount leaves no goroutines
 // behind and unmounts cleanly.
 //
@@ -80,6 +80,11 @@ func noSpaceTrial(t *testing.T, mode, recovery string) {
 	env := []string{"KVFS_ETCD_QUOTA_BACKEND_BYTES=" + strconv.Itoa(nsQuota)}
 	if recovery == "auto" {
 		env = append(env, "KVFS_COMPACTION_HISTORY_RETENTION=10s")
+	} else {
+		// No etcd history compaction by the mount, and so no recovery of
+		// its own (compaction/nospace.go): only kvfs reclaim can disarm,
+		// and the checks under NOSPACE never race the mount's.
+		env = append(env, "KVFS_COMPACTION_HISTORY_RETENTION=0")
 	}
 	a := startKVFS(t, procOpts{Endpoints: etcd.Endpoints(), Prefix: prefix, Env: env,
 		Args: []string{"--history", "0", "--metrics-addr", "127.0.0.1:0"}})
