@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/kvfs/kvfs/etcdstore"
@@ -99,20 +98,6 @@ type noSpaceState struct {
 	foldNoted  bool // a fold failing for NOSPACE logged
 }
 
-// noSpaceAlarms splits the alarms etcdstore.Store.Alarms lists
-// ("NOSPACE(member 8e9e05c52164694d)") into whether NOSPACE is raised and
-// the others.
-func noSpaceAlarms(alarms []string) (noSpace bool, others []string) {
-	for _, a := range alarms {
-		if strings.HasPrefix(a, "NOSPACE") {
-			noSpace = true
-		} else {
-			others = append(others, a)
-		}
-	}
-	return noSpace, others
-}
-
 // recoverNoSpace reclaims etcd space and disarms NOSPACE when that is safe;
 // see "Running out of etcd space" above.
 func (w *Worker) recoverNoSpace(ctx context.Context) {
@@ -125,7 +110,7 @@ func (w *Worker) recoverNoSpace(ctx context.Context) {
 	compacted, looked := w.compacted, w.nospace.looked
 	w.nospace.looked = compacted
 	w.mu.Unlock()
-	noSpace, others := noSpaceAlarms(alarms)
+	noSpace, others := etcdstore.SplitAlarms(alarms)
 	if !noSpace {
 		w.mu.Lock()
 		was := w.nospace.active
@@ -143,7 +128,7 @@ func (w *Worker) recoverNoSpace(ctx context.Context) {
 	w.mu.Lock()
 	first := !w.nospace.active
 	if first {
-		w.nospace = noSpaceState{active: true, since: time.Now(), seen: largestBackend(st), foldNoted: w.nospace.foldNoted, looked: compacted}
+		w.nospace = noSpaceState{active: true, since: time.Now(), seen: maxBackend(st), foldNoted: w.nospace.foldNoted, looked: compacted}
 	}
 	quota := w.nospace.seen
 	if q := w.opts.QuotaBackendBytes; q > 0 {
@@ -156,7 +141,7 @@ func (w *Worker) recoverNoSpace(ctx context.Context) {
 	limit := int64(noSpaceLimit * float64(quota))
 	if first {
 		log.Warn("etcd is out of space (NOSPACE alarm): commits fail with ENOSPC until space is reclaimed; compacting history older than the retention, defragmenting and disarming once the backend is within 90% of the quota",
-			"backend", largestBackend(st), "quota", quota, "history_retention", w.opts.HistoryRetention)
+			"backend", maxBackend(st), "quota", quota, "history_retention", w.opts.HistoryRetention)
 	}
 	if len(others) > 0 {
 		if noteOthers {
@@ -197,11 +182,7 @@ func (w *Worker) recoverNoSpace(ctx context.Context) {
 	if st, err = w.store.Status(ctx); err != nil || len(st) == 0 {
 		return
 	}
-	if size := largestBackend(st); size > limit {
-		var inUse int64
-		for _, m := range st {
-			inUse = max(inUse, m.DBSizeInUse)
-		}
+	if size, inUse := etcdstore.MaxSizes(st); size > limit {
 		w.mu.Lock()
 		note := !w.nospace.stuckNoted
 		w.nospace.stuckNoted = true
@@ -216,7 +197,7 @@ func (w *Worker) recoverNoSpace(ctx context.Context) {
 	if alarms, err = w.store.Alarms(ctx); err != nil {
 		return
 	}
-	if noSpace, others = noSpaceAlarms(alarms); !noSpace || len(others) > 0 {
+	if noSpace, others = etcdstore.SplitAlarms(alarms); !noSpace || len(others) > 0 {
 		return // cleared meanwhile, or another alarm came: the next tick sees
 	}
 	if err := w.store.DisarmAll(ctx); err != nil {
@@ -227,7 +208,7 @@ func (w *Worker) recoverNoSpace(ctx context.Context) {
 	since := w.nospace.since
 	w.nospace = noSpaceState{looked: compacted}
 	w.mu.Unlock()
-	log.Info("etcd NOSPACE alarm disarmed: space reclaimed, commits resume", "backend", largestBackend(st), "limit", limit, "after", time.Since(since).Round(time.Millisecond))
+	log.Info("etcd NOSPACE alarm disarmed: space reclaimed, commits resume", "backend", maxBackend(st), "limit", limit, "after", time.Since(since).Round(time.Millisecond))
 }
 
 // foldNoSpace notes a fold that failed because etcd is out of space, once
@@ -243,18 +224,15 @@ func (w *Worker) foldNoSpace(db string, err error) {
 	}
 }
 
-// isNoSpace reports whether err says etcd is out of space.
-func isNoSpace(err error) bool { return errors.Is(err, etcdstore.ErrNoSpace) }
-
-// largestBackend returns the largest member's backend size: what etcd
-// counts against the quota.
-func largestBackend(st []etcdstore.MemberStatus) int64 {
-	var size int64
-	for _, m := range st {
-		size = max(size, m.DBSize)
-	}
+// maxBackend returns the largest member's backend: what etcd counts
+// against the quota.
+func maxBackend(st []etcdstore.MemberStatus) int64 {
+	size, _ := etcdstore.MaxSizes(st)
 	return size
 }
+
+// isNoSpace reports whether err says etcd is out of space.
+func isNoSpace(err error) bool { return errors.Is(err, etcdstore.ErrNoSpace) }
 
 // memberStatus returns the status of the member at endpoint.
 func memberStatus(ctx context.Context, s *etcdstore.Store, endpoint string) (etcdstore.MemberStatus, bool) {

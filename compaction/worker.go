@@ -132,37 +132,11 @@ func (w *Worker) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if r := w.opts.HistoryRetention; r > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(max(w.opts.Interval, r/4))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					w.history(ctx)
-				}
-			}
-		}()
+		every(ctx, &wg, max(w.opts.Interval, r/4), w.history)
 		// NOSPACE recovery (nospace.go) looks more often than the history
 		// pass runs, and on its own goroutine: a defragmentation takes a
 		// while, and commits wait for the alarm to go.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(max(w.opts.Interval, noSpaceInterval))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					w.recoverNoSpace(ctx)
-				}
-			}
-		}()
+		every(ctx, &wg, max(w.opts.Interval, noSpaceInterval), w.recoverNoSpace)
 	}
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
@@ -339,6 +313,24 @@ func (w *Worker) history(ctx context.Context) {
 			w.opts.Logger.Info("etcd defragmented", "endpoint", m.Endpoint, "reclaimed", free)
 		}
 	}
+}
+
+// every runs f every d on a goroutine of wg until ctx ends.
+func every(ctx context.Context, wg *sync.WaitGroup, d time.Duration, f func(context.Context)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f(ctx)
+			}
+		}
+	}()
 }
 
 func isFenced(err error) bool {

@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -17,6 +18,28 @@ type MemberStatus struct {
 	DBSize      int64    // backend file size, bytes (what the quota counts)
 	DBSizeInUse int64    // bytes in use; DBSize - DBSizeInUse is reclaimable by defrag
 	Alarms      []string // e.g. "NOSPACE"
+}
+
+// MaxSizes returns the largest backend among the members (what etcd counts
+// against its quota) and the most bytes in use on any of them.
+func MaxSizes(st []MemberStatus) (size, inUse int64) {
+	for _, m := range st {
+		size, inUse = max(size, m.DBSize), max(inUse, m.DBSizeInUse)
+	}
+	return size, inUse
+}
+
+// SplitAlarms tells whether NOSPACE is among alarms as Alarms lists them
+// ("NOSPACE(member 8e9e05c52164694d)") and returns the others.
+func SplitAlarms(alarms []string) (noSpace bool, others []string) {
+	for _, a := range alarms {
+		if strings.HasPrefix(a, "NOSPACE") {
+			noSpace = true
+		} else {
+			others = append(others, a)
+		}
+	}
+	return noSpace, others
 }
 
 // Status asks every endpoint for its status; unreachable endpoints are

@@ -119,7 +119,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 		return nil, syscall.ENOENT
 	}
 	lctx, cancel := ctx, func() {}
-	if n.known(name) != nil {
+	if fsys.probing() && n.known(name) != nil {
 		lctx, cancel = fsys.metaCtx(ctx)
 	}
 	e, _, err := fsys.opts.Pager.Lookup(lctx, n.id, name)

@@ -24,10 +24,17 @@ const (
 // metaCtx returns the context for a metadata read with a local fallback,
 // or a lease acquisition.
 func (fsys *FS) metaCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if at := fsys.unreachable.Load(); at != 0 && time.Since(time.Unix(0, at)) < unreachableMemory {
+	if fsys.probing() {
 		return context.WithTimeout(ctx, probeTimeout)
 	}
 	return ctx, func() {}
+}
+
+// probing reports whether etcd was found unreachable within
+// unreachableMemory and has not answered since.
+func (fsys *FS) probing() bool {
+	at := fsys.unreachable.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < unreachableMemory
 }
 
 // noteMeta records whether a metadata read or lease acquisition reached

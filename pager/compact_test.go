@@ -2,6 +2,7 @@ package pager
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -121,14 +122,7 @@ func TestCompactLeaseLostMidPassLandsNothing(t *testing.T) {
 	e := newEnv(t, Options{})
 	ctx := ctxT(t)
 	db, f := e.create("c.db")
-	writeDB(t, db, 1024, 40, 1)
-	for v := byte(2); v < 10; v++ {
-		tx, _ := db.Begin(ctx)
-		tx.WritePage(ctx, uint32(v), pageOf(1024, uint32(v), v))
-		if _, err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeVersioned(t, db)
 	rev0 := mustRev(t, e)
 	_, err := db.Compact(ctx, CompactOptions{ShardPages: 16, Hook: func(step string, n uint32) {
 		if step == "read" && n == 1 {
@@ -167,15 +161,8 @@ func TestCompactLeaseLostMidPassLandsNothing(t *testing.T) {
 	}
 	s, _ := other.Snapshot(ctx)
 	defer s.Close()
-	buf := make([]byte, 1024)
-	for p := uint32(2); p <= 40; p++ {
-		want := pageOf(1024, p, 1)
-		if p < 10 {
-			want = pageOf(1024, p, byte(p))
-		}
-		if err := s.ReadPage(ctx, p, buf); err != nil || !bytes.Equal(buf, want) {
-			t.Fatalf("page %d: %v", p, err)
-		}
+	if p, err := checkVersioned(ctx, s); err != nil {
+		t.Fatalf("page %d: %v", p, err)
 	}
 	if got := usageInEtcd(t, e, "c.db"); got != other.Stats().Usage {
 		t.Fatalf("usage %d, recomputed %d", other.Stats().Usage, got)
@@ -192,14 +179,7 @@ func TestCompactPassesOnOneDatabaseTakeTurns(t *testing.T) {
 	e := newEnv(t, Options{})
 	ctx := ctxT(t)
 	db, _ := e.create("c.db")
-	writeDB(t, db, 1024, 40, 1)
-	for v := byte(2); v < 10; v++ {
-		tx, _ := db.Begin(ctx)
-		tx.WritePage(ctx, uint32(v), pageOf(1024, uint32(v), v))
-		if _, err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeVersioned(t, db)
 	bRead := make(chan struct{})    // the second pass read shard 0
 	aFlipped := make(chan struct{}) // the first pass flipped shard 0
 	var bErr error
@@ -237,20 +217,50 @@ func TestCompactPassesOnOneDatabaseTakeTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if p, err := checkVersioned(ctx, s); err != nil {
+		t.Fatalf("page %d after both passes (first %v, second %v): %v", p, aErr, bErr, err)
+	}
+	if aErr != nil || bErr != nil {
+		t.Fatalf("passes: first %v, second %v", aErr, bErr)
+	}
+}
+
+// writeVersioned writes pages 1..40 of 1 KiB (version 1), then page v at
+// version v for v = 2..9, one commit each.
+func writeVersioned(t *testing.T, db *Database) {
+	t.Helper()
+	ctx := ctxT(t)
+	writeDB(t, db, 1024, 40, 1)
+	for v := byte(2); v < 10; v++ {
+		tx, _ := db.Begin(ctx)
+		tx.WritePage(ctx, uint32(v), pageOf(1024, uint32(v), v))
+		if _, err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkVersioned reads pages 2..40 of what writeVersioned wrote through s
+// and returns the first page that differs (with its read error, or
+// errPageDiffers).
+func checkVersioned(ctx context.Context, s *Snapshot) (uint32, error) {
 	buf := make([]byte, 1024)
 	for p := uint32(2); p <= 40; p++ {
 		want := pageOf(1024, p, 1)
 		if p < 10 {
 			want = pageOf(1024, p, byte(p))
 		}
-		if err := s.ReadPage(ctx, p, buf); err != nil || !bytes.Equal(buf, want) {
-			t.Fatalf("page %d after both passes (first %v, second %v): %v", p, aErr, bErr, err)
+		if err := s.ReadPage(ctx, p, buf); err != nil {
+			return p, err
+		}
+		if !bytes.Equal(buf, want) {
+			return p, errPageDiffers
 		}
 	}
-	if aErr != nil || bErr != nil {
-		t.Fatalf("passes: first %v, second %v", aErr, bErr)
-	}
+	return 0, nil
 }
+
+var errPageDiffers = errors.New("page content differs from what was written")
 
 func mustRev(t *testing.T, e *env) int64 {
 	_, rev, err := e.store.Get(ctxT(t), "/", 0)

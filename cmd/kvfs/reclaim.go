@@ -80,7 +80,7 @@ Example:
 	if err != nil {
 		return fmt.Errorf("etcd alarms: %w", err)
 	}
-	noSpace, _ := splitAlarms(alarms)
+	noSpace, _ := etcdstore.SplitAlarms(alarms)
 	// The quota: the configured one, or the size etcd raised the alarm at
 	// when that is smaller (etcd.quota_backend_bytes defaults to etcd's
 	// default, which an external cluster need not use).
@@ -89,8 +89,9 @@ Example:
 		configured = 2 << 30
 	}
 	quota, quotaFrom := configured, "etcd.quota_backend_bytes"
-	if big := largest(before, false); noSpace && big < quota {
-		quota = big
+	beforeSize, _ := etcdstore.MaxSizes(before)
+	if noSpace && beforeSize < quota {
+		quota = beforeSize
 		quotaFrom = fmt.Sprintf("the backend size at the alarm; etcd.quota_backend_bytes says %s", humanBytes(configured))
 	}
 	fmt.Fprintf(stdout, "etcd before: %s; alarms: %s\n", sizesText(before), alarmsText(alarms))
@@ -153,7 +154,7 @@ Example:
 	if alarms, err = s.Alarms(ctx); err != nil {
 		return fmt.Errorf("etcd alarms: %w", err)
 	}
-	noSpace, others := splitAlarms(alarms)
+	noSpace, others := etcdstore.SplitAlarms(alarms)
 	switch {
 	case len(others) > 0:
 		fmt.Fprintf(stdout, "not disarming: etcd also raised %s; clear that first (etcdctl alarm list), then run kvfs reclaim again\n", strings.Join(others, ", "))
@@ -175,9 +176,9 @@ Example:
 	if alarms, err = s.Alarms(ctx); err != nil {
 		return fmt.Errorf("etcd alarms: %w", err)
 	}
-	size := largest(after, false)
+	size, inUse := etcdstore.MaxSizes(after)
 	fmt.Fprintf(stdout, "etcd after: %s; alarms: %s\n", sizesText(after), alarmsText(alarms))
-	fmt.Fprintf(stdout, "backend %s, was %s: %.0f%% of the quota, %s (%s)\n", humanBytes(size), humanBytes(largest(before, false)),
+	fmt.Fprintf(stdout, "backend %s, was %s: %.0f%% of the quota, %s (%s)\n", humanBytes(size), humanBytes(beforeSize),
 		100*float64(size)/float64(quota), humanBytes(quota), quotaFrom)
 	if len(others) > 0 {
 		return fmt.Errorf("etcd alarms other than NOSPACE stand: %s", strings.Join(others, ", "))
@@ -185,35 +186,9 @@ Example:
 	if float64(size) > reclaimLimit*float64(quota) {
 		return fmt.Errorf("etcd's live data still takes %s of the %s quota: commits will fill it again soon; "+
 			"delete data (kvfs rm), shorten history.retention or history.max_bytes, or raise etcd's --quota-backend-bytes "+
-			"(and etcd.quota_backend_bytes), then run kvfs reclaim again", humanBytes(largest(after, true)), humanBytes(quota))
+			"(and etcd.quota_backend_bytes), then run kvfs reclaim again", humanBytes(inUse), humanBytes(quota))
 	}
 	return nil
-}
-
-// splitAlarms tells whether NOSPACE is among the alarms etcdstore lists
-// ("NOSPACE(member 8e9e05c52164694d)") and returns the others.
-func splitAlarms(alarms []string) (noSpace bool, others []string) {
-	for _, a := range alarms {
-		if strings.HasPrefix(a, "NOSPACE") {
-			noSpace = true
-		} else {
-			others = append(others, a)
-		}
-	}
-	return noSpace, others
-}
-
-// largest returns the largest member's backend size, or bytes in use.
-func largest(st []etcdstore.MemberStatus, inUse bool) int64 {
-	var n int64
-	for _, m := range st {
-		if inUse {
-			n = max(n, m.DBSizeInUse)
-		} else {
-			n = max(n, m.DBSize)
-		}
-	}
-	return n
 }
 
 // sizesText describes every member's backend size and bytes in use.
